@@ -1,0 +1,911 @@
+"""fashion_trainer: train and evaluate a CNN on corrupted MNIST from one file.
+
+Sections, top to bottom: errors, data, model, training, evaluation, CLI.
+Run `python fashion_trainer.py --help` for the commands.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import hashlib
+import inspect
+import json
+import math
+import os
+import pickle
+import re
+import shutil
+import struct
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent
+FORMAT_NAME = "fashion_trainer"
+FORMAT_VERSION = 1
+
+# ----------------------------------------------------------------------------- errors
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad data, bad file): printed as one line, exit status 1."""
+
+    exit_code = 1
+
+
+class UsageError(UserError):
+    """A bad command-line argument: printed as one line, exit status 2."""
+
+    exit_code = 2
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- data
+
+DEFAULT_DATA_DIR = Path("data/corruptedmnist")
+COURSE_DATA_DIR = Path("data/corruptmnist")  # the name the course's own code uses
+SAMPLE_DATA_DIR = ROOT / "data" / "sample_corruptedmnist"
+DIGITS = [str(d) for d in range(10)]
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# SHA-256 of the *decompressed* IDX files: unlike the .gz MD5 it survives a mirror's recompression.
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+MNIST_MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+]
+GET_DATA_HINT = "build the full data with: python fashion_trainer.py prepare"
+
+
+@dataclass
+class Data:
+    """A dataset held whole in memory: float images [N, C, H, W] and int64 labels per split."""
+
+    train_images: Tensor
+    train_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    classes: list[str]
+    source: str
+
+
+def resolve_data_dir(data_dir: str | None) -> Path:
+    """Pick the data folder: the explicit one, the default one, the course's name, or the bundled sample."""
+    if data_dir is not None:
+        path = Path(str(data_dir)).expanduser()
+        if not path.is_dir():
+            raise UserError(f"--data_dir {path} is not a folder; {GET_DATA_HINT} --out={path}")
+        return path
+    for path in (DEFAULT_DATA_DIR, COURSE_DATA_DIR):
+        if path.is_dir():
+            return path
+    print(
+        f"note: no {DEFAULT_DATA_DIR}/ (or {COURSE_DATA_DIR}/) here, so using the bundled 5,000-digit sample; "
+        f"for the full 25k/10k data run: python fashion_trainer.py prepare",
+        file=sys.stderr,
+    )
+    return SAMPLE_DATA_DIR
+
+
+def _shard_number(path: Path) -> int:
+    """The integer in a shard's name, so train_10 sorts after train_9."""
+    return int(re.findall(r"\d+", path.stem)[-1])
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read `images` and `labels` from a course .npz archive."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [k for k in ("images", "labels") if k not in archive.files]
+            if missing:
+                raise UserError(f"{path}: missing key {missing[0]!r} (found {archive.files}); expected 'images' and 'labels'")
+            return archive["images"], archive["labels"]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise UserError(f"{path}: not a readable .npz archive ({exc}); re-copy it or rebuild the data with `prepare`") from exc
+
+
+def _read_pt(path: Path) -> np.ndarray:
+    """Read one tensor from a course .pt file, refusing anything but plain tensors."""
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"{path}: refused, it holds Python objects, not a plain tensor (unsafe to load)") from exc
+    except Exception as exc:  # a damaged file can fail in any way the unpickler has
+        raise UserError(f"{path}: not a readable .pt tensor file ({first_line(exc)}); re-copy it") from exc
+    if not isinstance(value, Tensor):
+        raise UserError(f"{path}: holds a {type(value).__name__}, expected one tensor")
+    return value.numpy()
+
+
+def check_images(images: np.ndarray, path: Path, shape: tuple[int, int, int] = (1, 28, 28)) -> Tensor:
+    """Validate images ([N, H, W], [N, H*W] or [N, C, H, W]; uint8 0-255 or float) as float [N, C, H, W]."""
+    c, h, w = shape
+    n = images.shape[0] if images.ndim else 0
+    if (images.ndim == 2 and images.shape[1] == c * h * w) or (images.ndim == 3 and c == 1 and images.shape[1:] == (h, w)):
+        images = images.reshape(n, c, h, w)
+    elif images.ndim == 4 and images.shape[1:] == (h, w, c) and c > 1:
+        images = images.transpose(0, 3, 1, 2)
+    if images.ndim != 4 or images.shape[1:] != (c, h, w):
+        raise UserError(f"{path}: images have shape {list(images.shape)}, expected [N, {h}, {w}], [N, {c * h * w}] or [N, {c}, {h}, {w}]")
+    if images.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
+    if np.issubdtype(images.dtype, np.integer):
+        if images.size and (images.min() < 0 or images.max() > 255):
+            raise UserError(f"{path}: integer pixels outside 0..255")
+        return torch.from_numpy(images.astype(np.float32) / 255)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise UserError(f"{path}: images have dtype {images.dtype}, expected uint8 or float")
+    if not np.isfinite(images).all():
+        raise UserError(f"{path}: images contain NaN or infinite pixels")
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+
+
+def check_labels(labels: np.ndarray, n_images: int, path: Path, num_classes: int = 10) -> Tensor:
+    """Validate integer class labels 0..num_classes-1, one per image, as int64."""
+    labels = labels.reshape(-1) if labels.ndim == 2 and 1 in labels.shape else labels
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_:
+        raise UserError(f"{path}: labels must be a 1-D integer array, got {labels.dtype} of shape {list(labels.shape)}")
+    if len(labels) != n_images:
+        raise UserError(f"{path}: {n_images} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(f"{path}: labels outside 0..{num_classes - 1} (found {labels.min()}..{labels.max()})")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def _check_fits_in_memory(files: list[Path]) -> None:
+    """Refuse a data folder that cannot fit in memory as float32, before reading any of it."""
+    need = 0
+    for f in files:
+        if f.suffix == ".npz" and zipfile.is_zipfile(f):
+            with zipfile.ZipFile(f) as z:
+                need += sum(i.file_size for i in z.infolist())
+        else:
+            need += f.stat().st_size
+    need *= 4  # uint8 pixels become float32
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") if hasattr(os, "sysconf") else 0
+    if available and need > available:
+        raise UserError(
+            f"{files[0].parent}: the data needs about {need / 2**30:.1f} GiB in memory, only {available / 2**30:.1f} GiB is free"
+        )
+
+
+def read_corrupted_mnist(folder: Path) -> Data:
+    """Read the course layout (train_<i>.npz + test.npz, or train_images_<i>.pt ... test_target.pt)."""
+    npz_shards = sorted(folder.glob("train_*.npz"), key=_shard_number)
+    pt_images = sorted(folder.glob("train_images_*.pt"), key=_shard_number)
+    if npz_shards and pt_images:
+        raise UserError(f"{folder}: mixes the .npz and the .pt layout; keep one of them in the folder")
+    if npz_shards:
+        test_file = folder / "test.npz"
+        if not test_file.is_file():
+            raise UserError(f"{folder}: has train shards but no test.npz")
+        _check_fits_in_memory([*npz_shards, test_file])
+        parts = [(p, *_read_npz(p)) for p in [*npz_shards, test_file]]
+    elif pt_images:
+        pairs = [(p, p.with_name(p.name.replace("train_images_", "train_target_"))) for p in pt_images]
+        pairs.append((folder / "test_images.pt", folder / "test_target.pt"))
+        for pair in pairs:
+            for p in pair:
+                if not p.is_file():
+                    raise UserError(f"{folder}: {p.name} is missing (each *_images*.pt needs its *_target*.pt)")
+        _check_fits_in_memory([p for pair in pairs for p in pair])
+        parts = [(img, _read_pt(img), _read_pt(tgt)) for img, tgt in pairs]
+    else:
+        if any(folder.glob("*idx3-ubyte*")):
+            raise UserError(
+                f"{folder}: holds raw MNIST IDX files, not corrupted MNIST; build it with: "
+                f"python fashion_trainer.py prepare --source={folder}"
+            )
+        raise UserError(
+            f"{folder}: no train_<i>.npz or train_images_<i>.pt shards "
+            f"(looked for the {DEFAULT_DATA_DIR} / {COURSE_DATA_DIR} layout); {GET_DATA_HINT}"
+        )
+    checked = []
+    for path, images, labels in parts:
+        x = check_images(images, path)
+        checked.append((x, check_labels(labels, len(x), path)))
+    train = checked[:-1]
+    return Data(
+        train_images=torch.cat([x for x, _ in train]),
+        train_labels=torch.cat([y for _, y in train]),
+        test_images=checked[-1][0],
+        test_labels=checked[-1][1],
+        classes=DIGITS,
+        source=str(folder),
+    )
+
+
+def load_data(data_dir: str | None) -> Data:
+    """Resolve the data folder and read it whole."""
+    return read_corrupted_mnist(resolve_data_dir(data_dir))
+
+
+def fingerprint(images: Tensor, labels: Tensor) -> str:
+    """A short SHA-256 of a split's pixels (quantised to 8 bits) and labels, for provenance checks."""
+    digest = hashlib.sha256()
+    digest.update(images.mul(255).round().to(torch.uint8).numpy().tobytes())
+    digest.update(labels.numpy().astype("<i8").tobytes())
+    return digest.hexdigest()[:16]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzip or raw) of unsigned bytes, checking magic number and dimensions."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{path}: unreadable ({exc}); re-download it") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] not in (1, 3):
+        raise UserError(f"{path}: not an IDX file of unsigned bytes (bad magic number {raw[:4].hex()})")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    if len(raw) != 4 + 4 * ndim + math.prod(dims):
+        raise UserError(f"{path}: header says {list(dims)} but the file holds {len(raw)} bytes; it is truncated or corrupt")
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()
+
+
+def _find_idx(folder: Path, stem: str) -> Path:
+    """The IDX file `stem` in a folder, gzipped or raw."""
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    raise UserError(f"{folder}: no {stem}.gz; the folder must hold the four official MNIST files ({', '.join(MNIST_FILES.values())})")
+
+
+def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 30.0) -> Path:
+    """Download url to dest through a temporary file, verify the decompressed SHA-256, then rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        if sha256 is not None:
+            try:
+                with gzip.open(tmp, "rb") if dest.suffix == ".gz" else open(tmp, "rb") as f:
+                    got = hashlib.file_digest(f, "sha256").hexdigest()
+            except (OSError, EOFError) as exc:
+                raise UserError(f"{url}: the download is not a valid gzip file ({exc})") from exc
+            if got != sha256:
+                raise UserError(f"{url}: checksum mismatch (SHA-256 {got[:12]}…, expected {sha256[:12]}…); try again or another mirror")
+        os.replace(tmp, dest)
+        return dest
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", None) or exc
+        raise UserError(f"{url}: download failed ({reason})") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch_mnist(cache: Path, mirrors: list[str]) -> Path:
+    """Make sure the four MNIST IDX files are in `cache`, downloading and verifying what is missing."""
+    for stem, sha256 in MNIST_SHA256.items():
+        dest = cache / (stem + ".gz")
+        if dest.is_file():
+            continue
+        errors = []
+        for mirror in mirrors:
+            try:
+                download(mirror.rstrip("/") + "/" + dest.name, dest, sha256)
+                break
+            except UserError as exc:
+                errors.append(str(exc))
+        else:
+            raise UserError(
+                f"could not download {dest.name} ({'; '.join(errors)}); offline? put the four MNIST .gz files "
+                f"in a folder and run: python fashion_trainer.py prepare --source=FOLDER"
+            )
+    return cache
+
+
+def affine_warp(images: Tensor, angles_deg: Tensor, scales: Tensor | None = None, shifts: Tensor | None = None) -> Tensor:
+    """Rotate (counter-clockwise, degrees), scale and shift a batch of images, each by its own amount."""
+    a = torch.deg2rad(angles_deg.float())
+    s = torch.ones_like(a) if scales is None else scales
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    theta = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
+    shift = torch.zeros(len(a), 2, 1) if shifts is None else shifts.view(-1, 2, 1)
+    theta = torch.cat([theta, shift.to(theta)], 2).to(images.device, images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def rotate_all(images: Tensor, degrees: float, generator: torch.Generator, chunk: int = 8192) -> Tensor:
+    """Rotate every image by its own uniform random angle in ±degrees (the course's corruption)."""
+    angles = (torch.rand(len(images), generator=generator) * 2 - 1) * degrees
+    parts = [affine_warp(images[i : i + chunk], angles[i : i + chunk]) for i in range(0, len(images), chunk)]
+    return torch.cat(parts).clamp_(0, 1)
+
+
+def write_npz(path: Path, images: Tensor, labels: Tensor) -> None:
+    """Write one course shard: uint8 images [N, 28, 28] and int64 labels."""
+    pixels = images.mul(255).round().to(torch.uint8).squeeze(1).numpy()
+    np.savez_compressed(path, images=pixels, labels=labels.numpy().astype(np.int64))
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Move a finished folder into place, replacing an old one only after the new one is complete."""
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class Reshape(nn.Module):
+    """Reshape every dimension but the batch one, e.g. Reshape(1, 28, 28) accepts [N, 784] input."""
+
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return ", ".join(map(str, self.shape))
+
+
+class Normalize(nn.Module):
+    """Subtract the training mean and divide by its std, per channel (kept in the state dict)."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    """A 3×3 convolution (no bias: batch norm has one), batch norm and ReLU."""
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+def model_config(input_shape: list[int], num_classes: int, mean: list[float], std: list[float]) -> dict:
+    """The architecture as plain values, stored in every checkpoint so evaluate needs no flags."""
+    return {
+        "arch": "cnn",
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "stages": [[32], [64], [128]],
+        "dropout": 0.2,
+        "mean": mean,
+        "std": std,
+    }
+
+
+def build_model(config: dict) -> nn.Sequential:
+    """A small VGG-style CNN: stages of conv-bn-relu blocks, each followed by max pooling, then a linear head."""
+    c, h, w = config["input_shape"]
+    layers: list[nn.Module] = [Reshape(c, h, w), Normalize(config["mean"], config["std"])]
+    c_in = c
+    for i, stage in enumerate(config["stages"]):
+        if i > 0:
+            layers.append(nn.MaxPool2d(2))
+        for width in stage:
+            layers += conv_bn_relu(c_in, width)
+            c_in = width
+    # Flatten the last 3×3 (4×4 for 32×32 input) map rather than average it away: where strokes are matters for digits.
+    side = h >> len(config["stages"])
+    layers += [
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(config["dropout"]),
+        nn.Linear(c_in * side * (w >> len(config["stages"])), config["num_classes"]),
+    ]
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------- training
+
+SCHEDULERS = ("onecycle", "cosine", "step", "none")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def pick_device(name: str) -> torch.device:
+    """Resolve --device: auto picks CUDA, then Apple MPS, then CPU; an unavailable one is an error."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise UsageError("--device=cuda but no CUDA GPU is visible to PyTorch; use --device=auto or cpu")
+    if name == "mps" and not mps:
+        raise UsageError("--device=mps but Apple MPS is not available here; use --device=auto or cpu")
+    return torch.device(name)
+
+
+def augment(images: Tensor, generator: torch.Generator, degrees: float, shift: float, scale: float) -> Tensor:
+    """Random rotation, scaling and shift per image, batched (no per-sample Python)."""
+    n = len(images)
+    rand = torch.rand(n, 4, generator=generator) * 2 - 1
+    return affine_warp(images, rand[:, 0] * degrees, 1 + rand[:, 1] * scale, rand[:, 2:] * shift)
+
+
+def split_validation(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Seeded random indices of the training part and the validation part of the training shards."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, round(n * val_fraction))
+    return order[n_val:], order[:n_val]
+
+
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int):
+    """The per-step learning-rate schedule."""
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps, pct_start=0.25)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps)
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, max(1, total_steps // 3), gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """torch.save through a temporary file and os.replace, so a crash never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write a text file through a temporary file and os.replace."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def new_run_dir(out: str | None) -> Path:
+    """The output folder: a fresh checkpoints/run-<time> by default; an existing non-empty --out is refused."""
+    if out is None:
+        base = Path("checkpoints") / time.strftime("run-%Y%m%d-%H%M%S")
+        path, i = base, 1
+        while path.exists():
+            path, i = base.with_name(f"{base.name}-{i}"), i + 1
+        return path
+    path = Path(str(out)).expanduser()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"--out {path} already exists and is not empty; choose a new folder so no earlier run is overwritten")
+    return path
+
+
+def plot_training_curve(history: dict, path: Path) -> None:
+    """Training loss per step and validation accuracy per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [s["step"] for s in history["steps"]]
+    losses = [s["loss"] for s in history["steps"]]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    ax.plot(steps, losses, lw=0.6, color="tab:blue", alpha=0.4, label="training loss (per step)")
+    if len(losses) >= 20:
+        k = max(1, len(losses) // 50)
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1 :], smooth, color="tab:blue", label=f"training loss ({k}-step mean)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    acc = ax.twinx()
+    ends = [e["step"] for e in history["epochs"]]
+    acc.plot(ends, [100 * e["val_accuracy"] for e in history["epochs"]], "o-", color="tab:orange", label="validation accuracy")
+    acc.set_ylabel("validation accuracy (%)")
+    lines = ax.get_legend_handles_labels()[0] + acc.get_legend_handles_labels()[0]
+    ax.legend(lines, [line.get_label() for line in lines], loc="center right")
+    ax.set_title("fashion_trainer: training curve")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 1000) -> Tensor:
+    """Logits for a whole split, in batches, on the CPU."""
+    model.eval()
+    return torch.cat([model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)])
+
+
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, batch_size: int = 1000) -> float:
+    """Fraction of images whose arg-max prediction equals the label."""
+    return (predict_logits(model, images, device, batch_size).argmax(1) == labels).float().mean().item()
+
+
+def checkpoint_dict(model: nn.Module, config: dict, data: Data, metrics: dict, train_config: dict) -> dict:
+    """Everything evaluate needs, as tensors and plain values (loadable with weights_only=True)."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model_config": config,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "normalization": {"mean": config["mean"], "std": config["std"]},
+        "classes": list(data.classes),
+        "train_config": train_config,
+        "metrics": metrics,
+        "data_fingerprint": {
+            "train": fingerprint(data.train_images, data.train_labels),
+            "test": fingerprint(data.test_images, data.test_labels),
+            "source": data.source,
+        },
+        "torch_version": str(torch.__version__),
+    }
+
+
+def fit(
+    data: Data,
+    run_dir: Path,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    val_fraction: float,
+    patience: int,
+    scheduler: str,
+    weight_decay: float,
+    label_smoothing: float,
+    augment_degrees: float,
+    train_config: dict,
+) -> dict:
+    """Train with AdamW, the chosen LR schedule, augmentation and early stopping; returns the history."""
+    torch.manual_seed(seed)
+    train_idx, val_idx = split_validation(len(data.train_images), val_fraction, seed)
+    x_train, y_train = data.train_images[train_idx], data.train_labels[train_idx]
+    x_val, y_val = data.train_images[val_idx], data.train_labels[val_idx]
+    mean = x_train.mean(dim=(0, 2, 3)).tolist()
+    std = x_train.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+    config = model_config(list(x_train.shape[1:]), len(data.classes), mean, std)
+    model = build_model(config).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(x_train) / batch_size)
+    schedule = make_scheduler(scheduler, optimizer, lr, epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    history = {"config": train_config, "steps": [], "epochs": []}
+    best_acc, best_epoch, step, started = -1.0, 0, 0, time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        losses = []
+        for i in tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}/{epochs}", leave=False):
+            idx = order[i : i + batch_size]
+            x = x_train[idx]
+            if augment_degrees > 0:
+                x = augment(x, generator, augment_degrees, shift=0.12, scale=0.1)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), y_train[idx].to(device), label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.detach())
+        losses = torch.stack(losses).float().cpu().tolist()  # one device sync per epoch, not per step
+        for loss_value in losses:
+            step += 1
+            history["steps"].append({"step": step, "loss": loss_value})
+        if not all(math.isfinite(v) for v in losses):
+            raise UserError(
+                f"the training loss became NaN/infinite in epoch {epoch}; try a smaller --lr. "
+                f"The last good checkpoint is {run_dir / 'best.pt'}"
+            )
+        val_acc = accuracy(model, x_val, y_val, device)
+        seconds = time.perf_counter() - started
+        history["epochs"].append(
+            {"epoch": epoch, "step": step, "train_loss": sum(losses) / len(losses), "val_accuracy": val_acc, "seconds": round(seconds, 2)}
+        )
+        improved = val_acc > best_acc
+        if improved:
+            best_acc, best_epoch = val_acc, epoch
+        metrics = {
+            "epoch": epoch,
+            "val_accuracy": val_acc,
+            "best_val_accuracy": best_acc,
+            "best_epoch": best_epoch,
+            "seconds": round(seconds, 2),
+        }
+        ckpt = checkpoint_dict(model, config, data, metrics, train_config)
+        if improved:
+            atomic_save(ckpt, run_dir / "best.pt")
+        atomic_save(ckpt, run_dir / "last.pt")
+        atomic_write_text(json.dumps(history, indent=1), run_dir / "history.json")
+        tqdm.write(
+            f"epoch {epoch}/{epochs}: train loss {history['epochs'][-1]['train_loss']:.4f}, val accuracy {100 * val_acc:.2f}%, {seconds:.0f}s",
+            file=sys.stderr,
+        )
+        if patience and epoch - best_epoch >= patience:
+            tqdm.write(f"early stop: no better validation accuracy for {patience} epochs", file=sys.stderr)
+            break
+    plot_training_curve(history, run_dir / "training_curve.png")
+    history["best"] = {"epoch": best_epoch, "val_accuracy": best_acc}
+    return history
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a fashion_trainer checkpoint safely (weights_only) and check its format."""
+    path = Path(str(path)).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; train one with: python fashion_trainer.py train")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(
+            f"{path}: refused, it holds Python objects beyond tensors and plain values (unsafe, or not a fashion_trainer checkpoint)"
+        ) from exc
+    except Exception as exc:  # a damaged file can fail in any way the unpickler has
+        raise UserError(f"{path}: not a readable checkpoint, truncated or corrupt ({first_line(exc)})") from exc
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT_NAME:
+        version = ckpt.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise UserError(
+                f"{path}: {FORMAT_NAME} checkpoint format {version}, this version reads up to {FORMAT_VERSION}; update fashion_trainer.py"
+            )
+        missing = [k for k in ("model_config", "state_dict", "classes") if k not in ckpt]
+        if missing:
+            raise UserError(f"{path}: {FORMAT_NAME} checkpoint is missing {missing}; it is damaged")
+        return ckpt
+    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
+        keys = ", ".join(list(ckpt)[:3])
+        raise UserError(
+            f"{path}: a bare state_dict ({keys}, …) without the architecture; evaluate needs a checkpoint written by `train` (best.pt)"
+        )
+    raise UserError(f"{path}: not a {FORMAT_NAME} checkpoint (expected best.pt or last.pt written by `train`)")
+
+
+def model_from_checkpoint(ckpt: dict, path: str | Path) -> nn.Module:
+    """Rebuild the model from the checkpoint's config and weights alone."""
+    try:
+        model = build_model(ckpt["model_config"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{path}: the model config and weights do not fit together ({first_line(exc)}); the file is damaged") from exc
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    """An integer flag at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"--{name} must be an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
+def _check_float(name: str, value: object, low: float, high: float = math.inf, low_open: bool = True, high_open: bool = True) -> float:
+    """A number flag inside (low, high)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise UsageError(f"--{name} must be a number in {bounds}, got {value!r}")
+    return float(value)
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """A flag that takes one of a few names."""
+    if value not in choices:
+        raise UsageError(f"--{name} must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)
+
+
+def train(
+    data_dir: str | None = None,
+    out: str | None = None,
+    epochs: int = 15,
+    lr: float = 3e-3,
+    batch_size: int = 128,
+    seed: int = 0,
+    device: str = "auto",
+    val_fraction: float = 0.05,
+    patience: int = 5,
+    scheduler: str = "onecycle",
+    weight_decay: float = 5e-4,
+    label_smoothing: float = 0.05,
+    augment_degrees: float = 10.0,
+) -> None:
+    """Train the CNN; writes best.pt, last.pt, history.json and training_curve.png into --out."""
+    config = {
+        "epochs": _check_int("epochs", epochs, 1),
+        "lr": _check_float("lr", lr, 0),
+        "batch_size": _check_int("batch_size", batch_size, 1),
+        "seed": _check_int("seed", seed, 0),
+        "device": _check_choice("device", device, DEVICES),
+        "val_fraction": _check_float("val_fraction", val_fraction, 0, 1),
+        "patience": _check_int("patience", patience, 0),
+        "scheduler": _check_choice("scheduler", scheduler, SCHEDULERS),
+        "weight_decay": _check_float("weight_decay", weight_decay, 0, low_open=False),
+        "label_smoothing": _check_float("label_smoothing", label_smoothing, 0, 1, low_open=False),
+        "augment_degrees": _check_float("augment_degrees", augment_degrees, 0, 180, low_open=False, high_open=False),
+    }
+    torch_device = pick_device(device)
+    run_dir = new_run_dir(out)
+    data = load_data(data_dir)
+    config.update(data_dir=data.source, out=str(run_dir), device_used=str(torch_device))
+    if len(data.train_images) < 2:
+        raise UserError(f"{data.source}: only {len(data.train_images)} training image(s); need at least 2 to carve a validation split")
+    print(f"training on {len(data.train_images)} images from {data.source} on {torch_device}; writing to {run_dir}", file=sys.stderr)
+    args = {
+        k: config[k]
+        for k in (
+            "epochs",
+            "lr",
+            "batch_size",
+            "seed",
+            "val_fraction",
+            "patience",
+            "scheduler",
+            "weight_decay",
+            "label_smoothing",
+            "augment_degrees",
+        )
+    }
+    history = fit(data, run_dir, device=torch_device, train_config=config, **args)
+    best = history["best"]
+    print(f"best checkpoint: {run_dir / 'best.pt'} (epoch {best['epoch']}, validation accuracy {100 * best['val_accuracy']:.2f}%)")
+
+
+def evaluate(checkpoint: str, data_dir: str | None = None, batch_size: int = 1000, device: str = "auto") -> None:
+    """Test accuracy of a checkpoint on the test split; prints `Test accuracy: 99.12% (9912/10000)`."""
+    _check_int("batch_size", batch_size, 1)
+    torch_device = pick_device(_check_choice("device", device, DEVICES))
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, checkpoint).to(torch_device)
+    data = load_data(data_dir)
+    expected = ckpt.get("data_fingerprint", {}).get("test")
+    if expected and expected != fingerprint(data.test_images, data.test_labels):
+        print(f"warning: this test data ({data.source}) differs from the test data the model was trained beside", file=sys.stderr)
+    predictions = predict_logits(model, data.test_images, torch_device, batch_size).argmax(1)
+    correct, total = int((predictions == data.test_labels).sum()), len(data.test_labels)
+    print(f"Test accuracy: {100 * correct / max(total, 1):.2f}% ({correct}/{total})")
+
+
+def prepare(
+    out: str = str(DEFAULT_DATA_DIR),
+    source: str | None = None,
+    degrees: float = 50.0,
+    train_shards: int = 5,
+    shard_size: int = 5000,
+    test_size: int = 10000,
+    seed: int = 0,
+    mirror: str | None = None,
+    force: bool = False,
+) -> None:
+    """Build corrupted MNIST (rotated ±degrees) in the course layout from MNIST: --source=DIR or a download."""
+    _check_float("degrees", degrees, 0, 180, low_open=False, high_open=False)
+    _check_int("train_shards", train_shards, 1)
+    _check_int("shard_size", shard_size, 1)
+    _check_int("test_size", test_size, 1)
+    _check_int("seed", seed, 0)
+    out_dir = Path(str(out)).expanduser()
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise UsageError(f"--out {out_dir} already holds data; pass --force to rebuild it")
+    if source is None:
+        src = fetch_mnist(Path("data/mnist"), [str(mirror)] if mirror else MNIST_MIRRORS)
+    else:
+        src = Path(str(source)).expanduser()
+        if not src.is_dir():
+            raise UserError(f"--source {src} is not a folder; it must hold the four official MNIST .gz files")
+    arrays = {key: read_idx(_find_idx(src, stem)) for key, stem in MNIST_FILES.items()}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1 or len(images) != len(labels):
+            raise UserError(f"{src}: the {split} IDX files are not 28×28 images with one label each")
+    n_train = train_shards * shard_size
+    if n_train > len(arrays["train_images"]) or test_size > len(arrays["test_images"]):
+        raise UsageError(
+            f"asked for {n_train} train / {test_size} test images, MNIST has {len(arrays['train_images'])} / {len(arrays['test_images'])}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(arrays["train_images"]), generator=generator)[:n_train]
+    train_x = torch.from_numpy(arrays["train_images"][pick.numpy()]).float().div_(255).unsqueeze(1)
+    train_y = torch.from_numpy(arrays["train_labels"][pick.numpy()].astype(np.int64))
+    test_x = torch.from_numpy(arrays["test_images"][:test_size]).float().div_(255).unsqueeze(1)
+    test_y = torch.from_numpy(arrays["test_labels"][:test_size].astype(np.int64))
+    train_x, test_x = rotate_all(train_x, degrees, generator), rotate_all(test_x, degrees, generator)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
+    try:
+        for i in tqdm(range(train_shards), desc="write shards"):
+            sl = slice(i * shard_size, (i + 1) * shard_size)
+            write_npz(tmp / f"train_{i}.npz", train_x[sl], train_y[sl])
+        write_npz(tmp / "test.npz", test_x, test_y)
+        _replace_folder(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"wrote {train_shards} × {shard_size} train and {test_size} test images rotated ±{degrees:g}° to {out_dir}")
+
+
+COMMANDS = {"train": train, "evaluate": evaluate, "prepare": prepare}
+
+
+def _flag_names(argv: list[str]) -> list[str]:
+    """The --flag names in an argument list, before fire's own `--` separator."""
+    names = []
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg.startswith("--") and len(arg) > 2:
+            names.append(arg[2:].split("=", 1)[0].replace("-", "_"))
+    return names
+
+
+def check_flags(argv: list[str]) -> None:
+    """Refuse unknown commands and flags with one line and a suggestion, before fire sees them."""
+    if not argv or argv[0].startswith("-"):
+        return
+    command = argv[0]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})")
+    params = set(inspect.signature(COMMANDS[command]).parameters)
+    for name in _flag_names(argv[1:]):
+        bare = name[2:] if name.startswith("no") and name[2:] in params else name
+        if bare not in params and name not in ("help", "h"):
+            close = difflib.get_close_matches(name, params, n=1)
+            hint = f"; did you mean --{close[0]}?" if close else ""
+            raise UsageError(f"unknown flag --{name} for {command}{hint} (see: python fashion_trainer.py {command} --help)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors become one line on stderr and a non-zero exit status."""
+    import fire
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("FASHION_TRAINER_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        check_flags(argv)
+        fire.Fire(COMMANDS, command=argv, name="fashion_trainer.py")
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

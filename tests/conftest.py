@@ -1,0 +1,73 @@
+"""Shared helpers: tiny synthetic data made by the tests, the CLI run in-process, and the real data's location."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import fashion_trainer as ft  # noqa: E402
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def digit_images(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Easy, learnable uint8 images [N, 28, 28]: a bright bar whose position encodes the label, plus noise."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 40, size=(len(labels), 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
+    return images
+
+
+def write_course_npz(folder: Path, n_train: int = 200, n_test: int = 50, shards: int = 2, seed: int = 0) -> Path:
+    """A tiny corrupted-MNIST folder in the npz layout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    per = n_train // shards
+    for i in range(shards):
+        labels = rng.integers(0, 10, per)
+        np.savez(folder / f"train_{i}.npz", images=digit_images(labels, seed + i), labels=labels)
+    labels = rng.integers(0, 10, n_test)
+    np.savez(folder / "test.npz", images=digit_images(labels, seed + 99), labels=labels)
+    return folder
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """A tiny npz-layout data folder."""
+    return write_course_npz(tmp_path / "tiny")
+
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path, capsys):
+    """Run the CLI in-process inside tmp_path; returns (exit status, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.delenv("FASHION_TRAINER_DEBUG", raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = ft.main([str(a) for a in args])
+        except SystemExit as exc:  # fire's own usage errors exit this way
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str, exit_code: int = 1) -> None:
+    """A user error: the given exit status, one `error:` line on stderr naming the fragments, no traceback."""
+    assert code == exit_code, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+needs_shared_mnist = pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason="../shared/data/mnist is absent")

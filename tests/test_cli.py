@@ -1,0 +1,52 @@
+"""CLI: help from docstrings, unknown commands and flags, and the real process's exit status and stderr."""
+
+import subprocess
+import sys
+
+from conftest import ROOT, assert_one_line_error
+
+
+def test_unknown_flag_suggests_the_right_one(cli):
+    code, _, err = cli("train", "--lrr=0.1")
+    assert_one_line_error(code, err, "--lrr", "did you mean --lr?", exit_code=2)
+
+
+def test_unknown_command_suggests_the_right_one(cli):
+    code, _, err = cli("evalute", "x.pt")
+    assert_one_line_error(code, err, "evalute", "did you mean evaluate?", exit_code=2)
+
+
+def test_no_prefixed_boolean_flag_is_known(cli):
+    code, _, err = cli("prepare", "--noforce", "--source=/nonexistent")
+    assert_one_line_error(code, err, "not a folder")
+
+
+def test_missing_positional_checkpoint_is_a_usage_error(cli):
+    code, _, err = cli("evaluate")
+    assert code != 0 and "Traceback" not in err
+
+
+def run(*args, env=None):
+    """The CLI as a user runs it: a real process."""
+    return subprocess.run([sys.executable, str(ROOT / "fashion_trainer.py"), *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_help_comes_from_the_docstrings():
+    result = run("train", "--help")
+    assert result.returncode == 0
+    text = result.stdout + result.stderr
+    assert "Train the CNN" in text and "--lr" in text and "--data_dir" in text
+
+
+def test_real_process_error_is_one_line_without_traceback():
+    result = run("evaluate", "/nonexistent/best.pt")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: checkpoint /nonexistent/best.pt does not exist; train one with: python fashion_trainer.py train"
+    ]
+    assert result.stdout == ""
+
+
+def test_debug_flag_shows_the_traceback():
+    result = run("evaluate", "/nonexistent/best.pt", "--debug")
+    assert result.returncode != 0 and "Traceback" in result.stderr

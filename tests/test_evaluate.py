@@ -1,0 +1,109 @@
+"""Evaluation: the one-line result, and every kind of bad checkpoint refused without running code."""
+
+import re
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import assert_one_line_error, ft, write_course_npz
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny trained run shared by the tests here."""
+    root = tmp_path_factory.mktemp("trained")
+    data = write_course_npz(root / "d", n_train=300, n_test=60, shards=3)
+    ft.main(["train", f"--data_dir={data}", f"--out={root / 'run'}", "--epochs=2", "--batch_size=32"])
+    return data, root / "run" / "best.pt"
+
+
+def test_evaluate_prints_exactly_one_line(cli, trained):
+    data, ckpt = trained
+    code, out, err = cli("evaluate", str(ckpt), f"--data_dir={data}")
+    assert code == 0, err
+    assert re.fullmatch(r"Test accuracy: \d{1,3}\.\d\d% \(\d+/60\)\n", out), out
+    correct = int(out.split("(")[1].split("/")[0])
+    assert out.startswith(f"Test accuracy: {100 * correct / 60:.2f}%")
+
+
+def test_checkpoint_holds_everything_as_plain_values(trained):
+    _, ckpt = trained
+    state = torch.load(ckpt, weights_only=True)
+    assert state["format"] == "fashion_trainer" and state["format_version"] == ft.FORMAT_VERSION
+    assert state["classes"] == [str(d) for d in range(10)]
+    assert state["model_config"]["input_shape"] == [1, 28, 28]
+    assert len(state["normalization"]["mean"]) == 1 and state["normalization"]["std"][0] > 0
+    assert state["train_config"]["epochs"] == 2 and 0 <= state["metrics"]["val_accuracy"] <= 1
+    assert len(state["data_fingerprint"]["train"]) == 16 and len(state["data_fingerprint"]["test"]) == 16
+
+
+def test_evaluate_warns_when_the_test_data_differs(cli, trained, tmp_path):
+    _, ckpt = trained
+    other = write_course_npz(tmp_path / "other", n_train=20, n_test=30, seed=7)
+    code, out, err = cli("evaluate", str(ckpt), f"--data_dir={other}")
+    assert code == 0 and "warning:" in err and "differs" in err
+    assert out.startswith("Test accuracy:") and len(out.splitlines()) == 1
+
+
+def _bad_checkpoint(path: Path, kind: str, good: Path) -> tuple[str, ...]:
+    """Write one kind of bad checkpoint; returns fragments the error must name."""
+    if kind == "missing":
+        return ("does not exist",)
+    if kind == "empty":
+        path.write_bytes(b"")
+        return ("truncated or corrupt",)
+    if kind == "truncated":
+        path.write_bytes(good.read_bytes()[:2000])
+        return ("truncated or corrupt",)
+    if kind == "text":
+        path.write_text("hello")
+        return ("truncated or corrupt",)
+    if kind == "bare state dict":
+        torch.save(OrderedDict(conv1_weight=torch.zeros(3), fc1_bias=torch.zeros(2)), path)
+        return ("bare state_dict", "conv1_weight")
+    if kind == "foreign dict":
+        torch.save({"epoch": 3, "acc": 0.9}, path)
+        return ("not a fashion_trainer checkpoint",)
+    if kind == "newer format":
+        state = torch.load(good, weights_only=True)
+        state["format_version"] = ft.FORMAT_VERSION + 1
+        torch.save(state, path)
+        return (f"format {ft.FORMAT_VERSION + 1}", "update")
+    if kind == "mismatched weights":
+        state = torch.load(good, weights_only=True)
+        state["model_config"]["stages"] = [[8], [8], [8]]
+        torch.save(state, path)
+        return ("do not fit",)
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind", ["missing", "empty", "truncated", "text", "bare state dict", "foreign dict", "newer format", "mismatched weights"]
+)
+def test_bad_checkpoints_are_refused_with_one_line(cli, trained, tmp_path, kind):
+    data, good = trained
+    path = tmp_path / "bad.pt"
+    fragments = _bad_checkpoint(path, kind, good)
+    code, _, err = cli("evaluate", str(path), f"--data_dir={data}")
+    assert_one_line_error(code, err, "bad.pt", *fragments)
+
+
+def test_malicious_pickle_is_refused_without_running_code(cli, trained, tmp_path):
+    data, _ = trained
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"format": "fashion_trainer", "payload": Exploit()}, tmp_path / "evil.pt")
+    code, _, err = cli("evaluate", str(tmp_path / "evil.pt"), f"--data_dir={data}")
+    assert_one_line_error(code, err, "evil.pt", "refused")
+    assert not marker.exists()
+
+
+def test_evaluate_bad_arguments(cli, trained):
+    _data, ckpt = trained
+    assert_one_line_error(*cli("evaluate", str(ckpt), "--batch_size=0")[::2], "--batch_size", exit_code=2)
+    assert_one_line_error(*cli("evaluate", str(ckpt), "--device=gpu")[::2], "--device", exit_code=2)

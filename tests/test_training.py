@@ -1,0 +1,153 @@
+"""Training: the run folder's files, history format, determinism, early stopping, NaN loss, scheduler and flags."""
+
+import json
+
+import pytest
+import torch
+from conftest import assert_one_line_error, ft, write_course_npz
+
+FAST = ("--epochs=2", "--batch_size=32", "--augment_degrees=0")
+
+
+def test_train_writes_checkpoints_history_and_plot(cli, tiny_data, tmp_path):
+    code, out, err = cli("train", f"--data_dir={tiny_data}", "--out=run", *FAST)
+    assert code == 0, err
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.pt", "training_curve.png"]
+    assert (run / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((run / "history.json").read_text())
+    assert history["config"]["lr"] == 3e-3 and history["config"]["epochs"] == 2
+    steps = history["steps"]
+    assert [s["step"] for s in steps] == list(range(1, len(steps) + 1))
+    assert len(steps) == 2 * 6  # 190 training images (10 held out) in batches of 32
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert all(0 <= e["val_accuracy"] <= 1 and e["seconds"] > 0 for e in history["epochs"])
+    last_line = out.strip().splitlines()[-1]
+    assert last_line.startswith("best checkpoint: run/best.pt (epoch ") and "validation accuracy" in last_line
+
+
+def test_default_out_is_a_new_run_folder_under_checkpoints(cli, tiny_data, tmp_path):
+    for _ in range(2):
+        code, _, err = cli("train", f"--data_dir={tiny_data}", "--epochs=1", "--augment_degrees=0")
+        assert code == 0, err
+    runs = sorted((tmp_path / "checkpoints").iterdir())
+    assert len(runs) == 2 and all((r / "best.pt").is_file() for r in runs)
+
+
+def test_existing_out_folder_is_never_overwritten(cli, tiny_data, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.pt").write_bytes(b"precious")
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", *FAST)
+    assert_one_line_error(code, err, "already exists", exit_code=2)
+    assert (tmp_path / "run" / "best.pt").read_bytes() == b"precious"
+
+
+def test_same_seed_same_history_on_cpu(cli, tiny_data, tmp_path):
+    for name in ("a", "b"):
+        assert cli("train", f"--data_dir={tiny_data}", f"--out={name}", "--seed=3", "--epochs=2", "--batch_size=32")[0] == 0
+    a, b = (json.loads((tmp_path / n / "history.json").read_text()) for n in "ab")
+    assert a["steps"] == b["steps"]
+    assert [e["val_accuracy"] for e in a["epochs"]] == [e["val_accuracy"] for e in b["epochs"]]
+    wa, wb = (torch.load(tmp_path / n / "last.pt", weights_only=True)["state_dict"] for n in "ab")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert cli("train", f"--data_dir={tiny_data}", "--out=c", "--seed=4", "--epochs=2", "--batch_size=32")[0] == 0
+    c = json.loads((tmp_path / "c" / "history.json").read_text())
+    assert c["steps"] != a["steps"]
+
+
+def test_learns_an_easy_task(cli, tmp_path):
+    data = write_course_npz(tmp_path / "d", n_train=600, n_test=100, shards=3)
+    code, _, err = cli("train", f"--data_dir={data}", "--out=run", "--epochs=4", "--batch_size=32", "--val_fraction=0.1")
+    assert code == 0, err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert max(e["val_accuracy"] for e in history["epochs"]) > 0.9
+    code, out, _ = cli("evaluate", "run/best.pt", f"--data_dir={data}")
+    assert code == 0 and float(out.split(":")[1].split("%")[0]) > 90
+
+
+def test_early_stopping_keeps_the_best_checkpoint(cli, tiny_data, tmp_path, monkeypatch):
+    scores = iter([0.5, 0.7, 0.6, 0.6, 0.6, 0.9])
+    monkeypatch.setattr(ft, "accuracy", lambda *a, **k: next(scores))
+    code, out, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=6", "--patience=2", "--batch_size=64")
+    assert code == 0, err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3, 4]  # stopped 2 epochs after the best
+    assert "early stop" in err
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert best["metrics"]["epoch"] == 2 and best["metrics"]["val_accuracy"] == 0.7 and last["metrics"]["epoch"] == 4
+    assert "epoch 2" in out and "70.00%" in out
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(cli, tiny_data, tmp_path, monkeypatch):
+    real_fit_loss = ft.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_fit_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 6 else loss
+
+    monkeypatch.setattr(ft.F, "cross_entropy", poisoned)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", *FAST)
+    assert_one_line_error(code, err, "NaN", "--lr", "best.pt")
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert best["metrics"]["epoch"] == 1 and all(torch.isfinite(v).all() for v in best["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("scheduler", ft.SCHEDULERS)
+def test_every_scheduler_runs(scheduler):
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = ft.make_scheduler(scheduler, opt, 0.1, total_steps=30)
+    lrs = []
+    for _ in range(30):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert all(lr >= 0 for lr in lrs)
+    if scheduler != "none":
+        assert lrs[-1] < 0.05  # annealed
+
+
+def test_validation_split_is_disjoint_seeded_and_sized():
+    train, val = ft.split_validation(100, 0.1, seed=1)
+    assert len(val) == 10 and len(train) == 90 and set(train.tolist()).isdisjoint(val.tolist())
+    assert torch.equal(val, ft.split_validation(100, 0.1, seed=1)[1])
+
+
+def test_augmentation_is_seeded_and_batched():
+    x = torch.rand(8, 1, 28, 28)
+    a = ft.augment(x, torch.Generator().manual_seed(0), 10, 0.1, 0.1)
+    b = ft.augment(x, torch.Generator().manual_seed(0), 10, 0.1, 0.1)
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+
+
+@pytest.mark.parametrize(
+    ("flag", "fragment"),
+    [
+        ("--lr=0", "--lr"),
+        ("--lr=-1e-3", "--lr"),
+        ("--lr=abc", "--lr"),
+        ("--epochs=0", "--epochs"),
+        ("--epochs=2.5", "--epochs"),
+        ("--batch_size=0", "--batch_size"),
+        ("--val_fraction=0", "--val_fraction"),
+        ("--val_fraction=1", "--val_fraction"),
+        ("--patience=-1", "--patience"),
+        ("--seed=-3", "--seed"),
+        ("--scheduler=linear", "onecycle"),
+        ("--device=tpu", "--device"),
+        ("--label_smoothing=1.5", "--label_smoothing"),
+        ("--augment_degrees=400", "--augment_degrees"),
+    ],
+)
+def test_bad_train_arguments_exit_2_with_one_line(cli, tiny_data, flag, fragment):
+    code, _, err = cli("train", f"--data_dir={tiny_data}", flag)
+    assert_one_line_error(code, err, fragment, exit_code=2)
+
+
+def test_cuda_without_gpu_is_a_clear_error(cli, tiny_data, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--device=cuda")
+    assert_one_line_error(code, err, "no CUDA GPU", exit_code=2)
