@@ -23,7 +23,9 @@ def test_no_prefixed_boolean_flag_is_known(cli):
 
 def test_missing_positional_checkpoint_is_a_usage_error(cli):
     code, _, err = cli("evaluate")
-    assert code != 0 and "Traceback" not in err
+    assert_one_line_error(code, err, "needs a CHECKPOINT", exit_code=2)
+    code, _, err = cli("evaluate", "--data_dir=x")
+    assert_one_line_error(code, err, "needs a CHECKPOINT", exit_code=2)
 
 
 def run(*args, env=None):

@@ -140,11 +140,24 @@ def test_augmentation_is_seeded_and_batched():
         ("--device=tpu", "--device"),
         ("--label_smoothing=1.5", "--label_smoothing"),
         ("--augment_degrees=400", "--augment_degrees"),
+        ("--precision=half", "--precision"),
+        ("--ema=1", "--ema"),
+        ("--precision=fp16", "needs a GPU"),
     ],
 )
 def test_bad_train_arguments_exit_2_with_one_line(cli, tiny_data, flag, fragment):
     code, _, err = cli("train", f"--data_dir={tiny_data}", flag)
     assert_one_line_error(code, err, fragment, exit_code=2)
+
+
+def test_auto_precision_uses_bf16_on_the_cpu_only_where_it_is_native(monkeypatch):
+    cpu = torch.device("cpu")
+    assert ft.autocast_dtype(cpu, "fp32") is None and ft.autocast_dtype(cpu, "bf16") == torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert ft.autocast_dtype(cpu, "auto") is None
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert ft.autocast_dtype(cpu, "auto") == torch.bfloat16
 
 
 def test_cuda_without_gpu_is_a_clear_error(cli, tiny_data, monkeypatch):
