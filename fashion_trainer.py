@@ -6,19 +6,24 @@ Run `python fashion_trainer.py --help` for the commands.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import copy
 import difflib
 import gzip
 import hashlib
 import inspect
+import io
 import json
 import math
 import os
 import pickle
 import re
 import shutil
+import signal
 import struct
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -64,23 +69,72 @@ DEFAULT_DATA_DIR = Path("data/corruptedmnist")
 COURSE_DATA_DIR = Path("data/corruptmnist")  # the name the course's own code uses
 SAMPLE_DATA_DIR = ROOT / "data" / "sample_corruptedmnist"
 DIGITS = [str(d) for d in range(10)]
-MNIST_FILES = {
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-# SHA-256 of the *decompressed* IDX files: unlike the .gz MD5 it survives a mirror's recompression.
-MNIST_SHA256 = {
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What differs between datasets: classes, image shape, verified files and where to get them, training defaults."""
+
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    # file name -> "sha256:<hex>" of the decompressed content (survives a mirror's recompression) or "md5:<hex>" of the file
+    checksums: dict[str, str]
+    mirrors: tuple[str, ...]
+    system_dirs: tuple[str, ...]
+    epochs: int
+    augment: dict  # degrees of extra rotation, shift (fraction of half the image), scale, horizontal flips
+
+
+DIGIT_AUGMENT = {"degrees": 10.0, "shift": 0.12, "scale": 0.1, "hflip": False}
+DATASETS = {
+    "corruptedmnist": DatasetSpec(DIGITS, (1, 28, 28), {}, (), (), 15, DIGIT_AUGMENT),
+    "mnist": DatasetSpec(
+        DIGITS,
+        (1, 28, 28),
+        {
+            "train-images-idx3-ubyte.gz": "sha256:ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte.gz": "sha256:65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte.gz": "sha256:0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte.gz": "sha256:ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        (),
+        8,
+        DIGIT_AUGMENT,
+    ),
+    "fashionmnist": DatasetSpec(
+        FASHION_CLASSES,
+        (1, 28, 28),
+        {
+            "train-images-idx3-ubyte.gz": "sha256:c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte.gz": "sha256:bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte.gz": "sha256:5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte.gz": "sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        ("/usr/share/datasets/fashion-mnist",),  # Debian/Ubuntu package dataset-fashion-mnist
+        10,
+        {"degrees": 0.0, "shift": 0.1, "scale": 0.0, "hflip": True},  # clothes are upright, but mirror-symmetric
+    ),
+    "cifar": DatasetSpec(
+        CIFAR_CLASSES,
+        (3, 32, 32),
+        {CIFAR_ARCHIVE: "md5:c58f30108f718f92721af3b95e74349a"},
+        ("https://www.cs.toronto.edu/~kriz/",),
+        (),
+        30,
+        {"degrees": 0.0, "shift": 0.25, "scale": 0.0, "hflip": True},  # shifts of up to 4 px and flips, as in the literature
+    ),
 }
-MNIST_MIRRORS = [
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-]
 GET_DATA_HINT = "build the full data with: python fashion_trainer.py prepare"
 
 
@@ -218,6 +272,8 @@ def read_corrupted_mnist(folder: Path) -> Data:
         _check_fits_in_memory([p for pair in pairs for p in pair])
         parts = [(img, _read_pt(img), _read_pt(tgt)) for img, tgt in pairs]
     else:
+        if not any(folder.iterdir()):
+            raise UserError(f"{folder} is empty; {GET_DATA_HINT} --out={folder}")
         if any(folder.glob("*idx3-ubyte*")):
             raise UserError(
                 f"{folder}: holds raw MNIST IDX files, not corrupted MNIST; build it with: "
@@ -242,9 +298,45 @@ def read_corrupted_mnist(folder: Path) -> Data:
     )
 
 
-def load_data(data_dir: str | None) -> Data:
-    """Resolve the data folder and read it whole."""
-    return read_corrupted_mnist(resolve_data_dir(data_dir))
+def _check_dataset(name: object) -> DatasetSpec:
+    """The spec of a --dataset name; an unknown one is a usage error listing the valid ones."""
+    if name not in DATASETS:
+        raise UsageError(f"--dataset must be one of {', '.join(DATASETS)}; got {name!r}")
+    return DATASETS[name]
+
+
+def _present(folder: Path, name: str) -> bool:
+    """Whether a dataset file is in a folder: gzipped or raw IDX, or the CIFAR archive or its extracted folder."""
+    if name == CIFAR_ARCHIVE:
+        return (folder / name).is_file() or (folder / "cifar-10-batches-py").is_dir() or (folder / "data_batch_1").is_file()
+    return (folder / name).is_file() or (folder / name.removesuffix(".gz")).is_file()
+
+
+def locate(dataset: str, data_dir: str | None, mirrors: tuple[str, ...] | None = None) -> Path:
+    """The folder holding a dataset's files: --data_dir, data/<dataset>/, a system folder, or a fresh verified download."""
+    spec = _check_dataset(dataset)
+    if data_dir is not None:
+        path = Path(str(data_dir)).expanduser()
+        if not path.is_dir():
+            raise UserError(f"--data_dir {path} is not a folder; leave it out to use or download data/{dataset}/")
+        return path
+    default = Path("data") / dataset
+    for folder in (default, *map(Path, spec.system_dirs)):
+        if all(_present(folder, name) for name in spec.checksums):
+            return folder
+    return fetch(dataset, default, spec.mirrors if mirrors is None else mirrors)
+
+
+def load_data(dataset: str, data_dir: str | None) -> Data:
+    """Find a dataset (downloading it if needed) and read it whole."""
+    if _check_dataset(dataset) is DATASETS["corruptedmnist"]:
+        return read_corrupted_mnist(resolve_data_dir(data_dir))
+    return read_folder(dataset, locate(dataset, data_dir))
+
+
+def read_folder(dataset: str, folder: Path) -> Data:
+    """Read a downloadable dataset from the folder holding its official files."""
+    return read_cifar(folder) if dataset == "cifar" else read_idx_dataset(folder, DATASETS[dataset].classes)
 
 
 def fingerprint(images: Tensor, labels: Tensor) -> str:
@@ -276,11 +368,123 @@ def _find_idx(folder: Path, stem: str) -> Path:
     for name in (stem + ".gz", stem):
         if (folder / name).is_file():
             return folder / name
-    raise UserError(f"{folder}: no {stem}.gz; the folder must hold the four official MNIST files ({', '.join(MNIST_FILES.values())})")
+    raise UserError(f"{folder}: no {stem}.gz; the folder must hold the four official IDX files ({', '.join(IDX_FILES.values())})")
 
 
-def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 30.0) -> Path:
-    """Download url to dest through a temporary file, verify the decompressed SHA-256, then rename."""
+def read_idx_arrays(folder: Path) -> dict[str, np.ndarray]:
+    """The four IDX arrays of MNIST or Fashion-MNIST, checked to be 28×28 images with one label each."""
+    arrays = {key: read_idx(_find_idx(folder, stem)) for key, stem in IDX_FILES.items()}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1 or len(images) != len(labels):
+            raise UserError(f"{folder}: the {split} IDX files are not 28×28 images with one label each")
+    return arrays
+
+
+def read_idx_dataset(folder: Path, classes: list[str]) -> Data:
+    """MNIST or Fashion-MNIST from its four IDX files."""
+    arrays = read_idx_arrays(folder)
+    split = {key: check_images(arrays[f"{key}_images"], folder) for key in ("train", "test")}
+    return Data(
+        train_images=split["train"],
+        train_labels=check_labels(arrays["train_labels"], len(split["train"]), folder, len(classes)),
+        test_images=split["test"],
+        test_labels=check_labels(arrays["test_labels"], len(split["test"]), folder, len(classes)),
+        classes=classes,
+        source=str(folder),
+    )
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: CIFAR batches come from the internet."""
+
+    def find_class(self, module: str, name: str):
+        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own array reconstructor, whatever its module
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        if (module, name) == ("_codecs", "encode"):  # how Python 3's protocol 2 stores bytes
+            return codecs.encode
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+
+
+def _unpickle_batch(raw: bytes, where: str) -> dict:
+    """One CIFAR batch dict, through the restricted unpickler."""
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"{where}: refused, it holds more than the CIFAR-10 format does ({exc}); the file may be malicious") from exc
+    except Exception as exc:  # a damaged file can fail in any way the unpickler has
+        raise UserError(f"{where}: not a readable CIFAR-10 batch ({first_line(exc)}); re-download it") from exc
+    if not isinstance(batch, dict):
+        raise UserError(f"{where}: not a CIFAR-10 batch (a {type(batch).__name__}, expected a dict)")
+    return batch
+
+
+def _cifar_members(folder: Path) -> dict[str, bytes]:
+    """The raw batch files of CIFAR-10 from the official archive or its extracted folder."""
+    names = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]
+    archive = folder / CIFAR_ARCHIVE
+    if archive.is_file():
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+                missing = [n for n in names[:-1] if n not in members]
+                if missing:
+                    raise UserError(f"{archive}: has no {missing[0]}; it is not the official cifar-10-python archive")
+                return {n: tar.extractfile(members[n]).read() for n in names if n in members}
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise UserError(f"{archive}: unreadable ({first_line(exc)}); delete it and download it again") from exc
+    batches = folder / "cifar-10-batches-py" if (folder / "cifar-10-batches-py").is_dir() else folder
+    missing = [n for n in names[:-1] if not (batches / n).is_file()]
+    if missing:
+        raise UserError(
+            f"{batches}: no {CIFAR_ARCHIVE} and no {missing[0]}; put the official archive in data/cifar/ or leave --data_dir out to download it"
+        )
+    return {n: (batches / n).read_bytes() for n in names if (batches / n).is_file()}
+
+
+def read_cifar(folder: Path) -> Data:
+    """CIFAR-10 from the official python archive: pickled dicts with b"data" uint8 [N, 3072] and b"labels"."""
+    members = _cifar_members(folder)
+    parts = {}
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        batch = _unpickle_batch(members[name], f"{folder}/{name}")
+        if b"data" not in batch or b"labels" not in batch:
+            raise UserError(f"{folder}/{name}: missing b'data' or b'labels'")
+        data = np.asarray(batch[b"data"])
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise UserError(f"{folder}/{name}: data must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
+        images = check_images(data, Path(f"{folder}/{name}"), (3, 32, 32))
+        parts[name] = (images, check_labels(np.asarray(batch[b"labels"]), len(images), Path(f"{folder}/{name}")))
+    classes = CIFAR_CLASSES
+    if "batches.meta" in members:
+        names = _unpickle_batch(members["batches.meta"], f"{folder}/batches.meta").get(b"label_names")
+        if isinstance(names, list) and len(names) == 10 and all(isinstance(n, bytes) for n in names):
+            classes = [n.decode("utf-8", "replace") for n in names]
+    train = [parts[f"data_batch_{i}"] for i in range(1, 6)]
+    return Data(
+        train_images=torch.cat([x for x, _ in train]),
+        train_labels=torch.cat([y for _, y in train]),
+        test_images=parts["test_batch"][0],
+        test_labels=parts["test_batch"][1],
+        classes=classes,
+        source=str(folder),
+    )
+
+
+def checksum_matches(path: Path, checksum: str, gzipped: bool) -> bool:
+    """Whether a file matches "sha256:<hex>" (of its content, decompressed if gzipped) or "md5:<hex>" (of the file)."""
+    algorithm, expected = checksum.split(":", 1)
+    try:
+        with gzip.open(path, "rb") if algorithm == "sha256" and gzipped else open(path, "rb") as f:
+            return hashlib.file_digest(f, algorithm).hexdigest() == expected
+    except (OSError, EOFError) as exc:
+        raise UserError(f"not a valid gzip file ({exc})") from exc
+
+
+def download(url: str, dest: Path, checksum: str | None = None, timeout: float = 30.0) -> Path:
+    """Download url to dest through a temporary file, verify its checksum, then rename it into place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
@@ -291,16 +495,12 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 3
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
                     bar.update(len(chunk))
-        if sha256 is not None:
-            try:
-                with gzip.open(tmp, "rb") if dest.suffix == ".gz" else open(tmp, "rb") as f:
-                    got = hashlib.file_digest(f, "sha256").hexdigest()
-            except (OSError, EOFError) as exc:
-                raise UserError(f"{url}: the download is not a valid gzip file ({exc})") from exc
-            if got != sha256:
-                raise UserError(f"{url}: checksum mismatch (SHA-256 {got[:12]}…, expected {sha256[:12]}…); try again or another mirror")
+        if checksum is not None and not checksum_matches(tmp, checksum, gzipped=dest.suffix == ".gz"):
+            raise UserError(f"checksum mismatch (expected {checksum[:20]}…); the download is damaged, try again or another mirror")
         os.replace(tmp, dest)
         return dest
+    except UserError as exc:
+        raise UserError(f"{url}: {exc}") from exc
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
         reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", None) or exc
         raise UserError(f"{url}: download failed ({reason})") from exc
@@ -308,33 +508,36 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 3
         tmp.unlink(missing_ok=True)
 
 
-def fetch_mnist(cache: Path, mirrors: list[str]) -> Path:
-    """Make sure the four MNIST IDX files are in `cache`, downloading and verifying what is missing."""
-    for stem, sha256 in MNIST_SHA256.items():
-        dest = cache / (stem + ".gz")
-        if dest.is_file():
+def fetch(dataset: str, folder: Path, mirrors: tuple[str, ...], offline_hint: str = "then pass --data_dir=FOLDER") -> Path:
+    """Make sure a dataset's files are in `folder`, downloading and verifying what is missing."""
+    for name, checksum in DATASETS[dataset].checksums.items():
+        if _present(folder, name):
             continue
         errors = []
         for mirror in mirrors:
             try:
-                download(mirror.rstrip("/") + "/" + dest.name, dest, sha256)
+                download(mirror.rstrip("/") + "/" + name, folder / name, checksum)
                 break
             except UserError as exc:
                 errors.append(str(exc))
         else:
             raise UserError(
-                f"could not download {dest.name} ({'; '.join(errors)}); offline? put the four MNIST .gz files "
-                f"in a folder and run: python fashion_trainer.py prepare --source=FOLDER"
+                f"could not download {name} ({'; '.join(errors) or 'no mirror'}); offline? put {', '.join(DATASETS[dataset].checksums)} "
+                f"into a folder by hand, {offline_hint}"
             )
-    return cache
+    return folder
 
 
-def affine_warp(images: Tensor, angles_deg: Tensor, scales: Tensor | None = None, shifts: Tensor | None = None) -> Tensor:
-    """Rotate (counter-clockwise, degrees), scale and shift a batch of images, each by its own amount."""
+def affine_warp(
+    images: Tensor, angles_deg: Tensor, scales: Tensor | None = None, shifts: Tensor | None = None, mirror: Tensor | None = None
+) -> Tensor:
+    """Rotate (counter-clockwise, degrees), scale, shift and mirror (where True) a batch of images, each by its own amount."""
     a = torch.deg2rad(angles_deg.float())
     s = torch.ones_like(a) if scales is None else scales
     cos, sin = torch.cos(a) / s, torch.sin(a) / s
     theta = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
+    if mirror is not None:
+        theta[:, :, 0] *= 1 - 2 * mirror.float()[:, None]  # reading x from -x flips left and right
     shift = torch.zeros(len(a), 2, 1) if shifts is None else shifts.view(-1, 2, 1)
     theta = torch.cat([theta, shift.to(theta)], 2).to(images.device, images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
@@ -403,7 +606,7 @@ def model_config(input_shape: list[int], num_classes: int, mean: list[float], st
         "arch": "cnn",
         "input_shape": list(input_shape),
         "num_classes": num_classes,
-        "stages": [[32], [64], [128]],
+        "stages": [[32], [64, 64], [128, 128]],
         "dropout": 0.2,
         "mean": mean,
         "std": std,
@@ -429,7 +632,12 @@ def build_model(config: dict) -> nn.Sequential:
         nn.Dropout(config["dropout"]),
         nn.Linear(c_in * side * (w >> len(config["stages"])), config["num_classes"]),
     ]
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(float(os.environ.get("FT_INIT_SCALE", "1")))
+    return model
 
 
 # ----------------------------------------------------------------------------- training
@@ -475,11 +683,11 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return None
 
 
-def augment(images: Tensor, generator: torch.Generator, degrees: float, shift: float, scale: float) -> Tensor:
-    """Random rotation, scaling and shift per image, batched (no per-sample Python)."""
-    n = len(images)
-    rand = torch.rand(n, 4, generator=generator) * 2 - 1
-    return affine_warp(images, rand[:, 0] * degrees, 1 + rand[:, 1] * scale, rand[:, 2:] * shift)
+def augment(images: Tensor, generator: torch.Generator, degrees: float, shift: float, scale: float, hflip: bool) -> Tensor:
+    """Random rotation, scaling, shift and (optionally) mirroring per image, batched (no per-sample Python)."""
+    rand = torch.rand(len(images), 5, generator=generator) * 2 - 1
+    mirror = rand[:, 4] > 0 if hflip else None
+    return affine_warp(images, rand[:, 0] * degrees, 1 + rand[:, 1] * scale, rand[:, 2:4] * shift, mirror)
 
 
 @torch.no_grad()
@@ -498,7 +706,7 @@ def split_validation(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Te
 
 def make_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int):
     """The per-step learning-rate schedule."""
-    if name == "onecycle":
+    if name == "onecycle" and total_steps >= 8:  # fewer steps leave its warm-up phase empty
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps, pct_start=0.25)
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps)
@@ -579,7 +787,16 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: torch.dev
     return (predict_logits(model, images, device, batch_size).argmax(1) == labels).float().mean().item()
 
 
-def checkpoint_dict(model: nn.Module, config: dict, data: Data, metrics: dict, train_config: dict) -> dict:
+def data_fingerprints(data: Data) -> dict:
+    """Fingerprints of both splits and where they came from, stored in every checkpoint."""
+    return {
+        "train": fingerprint(data.train_images, data.train_labels),
+        "test": fingerprint(data.test_images, data.test_labels),
+        "source": data.source,
+    }
+
+
+def checkpoint_dict(model: nn.Module, config: dict, classes: list[str], metrics: dict, train_config: dict, fingerprints: dict) -> dict:
     """Everything evaluate needs, as tensors and plain values (loadable with weights_only=True)."""
     return {
         "format": FORMAT_NAME,
@@ -587,16 +804,18 @@ def checkpoint_dict(model: nn.Module, config: dict, data: Data, metrics: dict, t
         "model_config": config,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "normalization": {"mean": config["mean"], "std": config["std"]},
-        "classes": list(data.classes),
+        "classes": list(classes),
         "train_config": train_config,
         "metrics": metrics,
-        "data_fingerprint": {
-            "train": fingerprint(data.train_images, data.train_labels),
-            "test": fingerprint(data.test_images, data.test_labels),
-            "source": data.source,
-        },
+        "data_fingerprint": fingerprints,
         "torch_version": str(torch.__version__),
     }
+
+
+class Interrupted(UserError):
+    """Ctrl-C or SIGTERM during training: last.pt holds the last finished epoch."""
+
+    exit_code = 130
 
 
 def fit(
@@ -613,12 +832,13 @@ def fit(
     scheduler: str,
     weight_decay: float,
     label_smoothing: float,
-    augment_degrees: float,
+    augmentation: dict | None,
     precision: str,
     ema: float,
     train_config: dict,
+    resume: dict | None = None,
 ) -> dict:
-    """Train with AdamW, the chosen LR schedule, augmentation and early stopping; returns the history."""
+    """Train with AdamW, the LR schedule, augmentation, an EMA and early stopping, from scratch or from last.pt's state."""
     torch.manual_seed(seed)
     train_idx, val_idx = split_validation(len(data.train_images), val_fraction, seed)
     x_train, y_train = data.train_images[train_idx], data.train_labels[train_idx]
@@ -634,66 +854,94 @@ def fit(
     amp = autocast_dtype(device, precision)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     averaged = copy.deepcopy(model) if ema else None
+    fingerprints = data_fingerprints(data)
     history = {"config": train_config, "steps": [], "epochs": []}
-    best_acc, best_epoch, step, started = -1.0, 0, 0, time.perf_counter()
+    best_acc, best_epoch, step, done, elapsed = -1.0, 0, 0, 0, 0.0
+    if resume is not None:
+        state = resume["resume"]
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if averaged is not None:
+            averaged.load_state_dict(resume["state_dict"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history, step, done = state["history"], state["step"], state["epoch"]
+        best_acc, best_epoch, elapsed = state["best_acc"], state["best_epoch"], history["epochs"][-1]["seconds"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        losses = []
-        for i in tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}/{epochs}", leave=False):
-            idx = order[i : i + batch_size]
-            x = x_train[idx]
-            if augment_degrees > 0:
-                x = augment(x, generator, augment_degrees, shift=0.12, scale=0.1)
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = F.cross_entropy(model(x).float(), y_train[idx].to(device), label_smoothing=label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            if averaged is not None:  # the decay ramps up so that short runs average over recent steps only
-                update_ema(averaged, model, min(ema, (1 + step + len(losses)) / (10 + step + len(losses))))
-            losses.append(loss.detach())
-        losses = torch.stack(losses).float().cpu().tolist()  # one device sync per epoch, not per step
-        for loss_value in losses:
-            step += 1
-            history["steps"].append({"step": step, "loss": loss_value})
-        if not all(math.isfinite(v) for v in losses):
-            raise UserError(
-                f"the training loss became NaN/infinite in epoch {epoch}; try a smaller --lr. "
-                f"The last good checkpoint is {run_dir / 'best.pt'}"
+    started = time.perf_counter() - elapsed
+    saved = done
+    try:
+        for epoch in range(done + 1, epochs + 1):
+            if patience and epoch - 1 - best_epoch >= patience:
+                break  # a resumed run that had already stopped early
+            model.train()
+            order = torch.randperm(len(x_train), generator=generator)
+            losses = []
+            for i in tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}/{epochs}", leave=False):
+                idx = order[i : i + batch_size]
+                x = x_train[idx]
+                if augmentation:
+                    x = augment(x, generator, **augmentation)
+                x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    loss = F.cross_entropy(model(x).float(), y_train[idx].to(device), label_smoothing=label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                schedule.step()
+                if averaged is not None:  # the decay ramps up so that short runs average over recent steps only
+                    update_ema(averaged, model, min(ema, (1 + step + len(losses)) / (10 + step + len(losses))))
+                losses.append(loss.detach())
+            losses = torch.stack(losses).float().cpu().tolist()  # one device sync per epoch, not per step
+            if not all(math.isfinite(v) for v in losses):
+                raise UserError(
+                    f"the training loss became NaN/infinite in epoch {epoch}; try a smaller --lr. The last good checkpoint is {run_dir / 'best.pt'}"
+                )
+            history["steps"] += [{"step": step + i, "loss": v} for i, v in enumerate(losses, 1)]
+            step += len(losses)
+            final = model if averaged is None else averaged
+            val_acc = accuracy(final, x_val, y_val, device)
+            seconds = round(time.perf_counter() - started, 2)
+            train_loss = sum(losses) / len(losses)
+            history["epochs"].append({"epoch": epoch, "step": step, "train_loss": train_loss, "val_accuracy": val_acc, "seconds": seconds})
+            improved = val_acc >= best_acc  # on a tie the later, longer-trained weights win
+            if improved:
+                best_acc, best_epoch = val_acc, epoch
+            metrics = {"epoch": epoch, "val_accuracy": val_acc, "best_val_accuracy": best_acc, "best_epoch": best_epoch, "seconds": seconds}
+            ckpt = checkpoint_dict(final, config, data.classes, metrics, train_config, fingerprints)
+            if improved:
+                atomic_save(ckpt, run_dir / "best.pt")
+            ckpt["resume"] = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": schedule.state_dict(),
+                "scaler": scaler.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "epoch": epoch,
+                "step": step,
+                "best_acc": best_acc,
+                "best_epoch": best_epoch,
+                "history": history,
+            }
+            atomic_save(ckpt, run_dir / "last.pt")
+            saved = epoch
+            atomic_write_text(json.dumps(history, indent=1), run_dir / "history.json")
+            tqdm.write(
+                f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, val accuracy {100 * val_acc:.2f}%, {seconds:.0f}s", file=sys.stderr
             )
-        final = model if averaged is None else averaged
-        val_acc = accuracy(final, x_val, y_val, device)
-        seconds = time.perf_counter() - started
-        history["epochs"].append(
-            {"epoch": epoch, "step": step, "train_loss": sum(losses) / len(losses), "val_accuracy": val_acc, "seconds": round(seconds, 2)}
-        )
-        improved = val_acc > best_acc
-        if improved:
-            best_acc, best_epoch = val_acc, epoch
-        metrics = {
-            "epoch": epoch,
-            "val_accuracy": val_acc,
-            "best_val_accuracy": best_acc,
-            "best_epoch": best_epoch,
-            "seconds": round(seconds, 2),
-        }
-        ckpt = checkpoint_dict(final, config, data, metrics, train_config)
-        if improved:
-            atomic_save(ckpt, run_dir / "best.pt")
-        atomic_save(ckpt, run_dir / "last.pt")
-        atomic_write_text(json.dumps(history, indent=1), run_dir / "history.json")
-        tqdm.write(
-            f"epoch {epoch}/{epochs}: train loss {history['epochs'][-1]['train_loss']:.4f}, val accuracy {100 * val_acc:.2f}%, {seconds:.0f}s",
-            file=sys.stderr,
-        )
-        if patience and epoch - best_epoch >= patience:
-            tqdm.write(f"early stop: no better validation accuracy for {patience} epochs", file=sys.stderr)
-            break
+            if patience and epoch - best_epoch >= patience:
+                tqdm.write(f"early stop: no better validation accuracy for {patience} epochs", file=sys.stderr)
+                break
+    except KeyboardInterrupt:
+        where = f"{run_dir / 'last.pt'} holds epoch {saved}" if saved else "no epoch had finished"
+        raise Interrupted(f"interrupted; {where}; resume with: python fashion_trainer.py train --resume={run_dir / 'last.pt'}") from None
     plot_training_curve(history, run_dir / "training_curve.png")
     history["best"] = {"epoch": best_epoch, "val_accuracy": best_acc}
     return history
@@ -771,9 +1019,10 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
 
 
 def train(
+    dataset: str = "corruptedmnist",
     data_dir: str | None = None,
     out: str | None = None,
-    epochs: int = 15,
+    epochs: int | None = None,
     lr: float = 3e-3,
     batch_size: int = 128,
     seed: int = 0,
@@ -783,13 +1032,26 @@ def train(
     scheduler: str = "onecycle",
     weight_decay: float = 5e-4,
     label_smoothing: float = 0.05,
-    augment_degrees: float = 10.0,
+    augment: bool = True,
+    augment_degrees: float | None = None,
     precision: str = "auto",
     ema: float = 0.998,
+    resume: str | bool | None = None,
 ) -> None:
-    """Train the CNN; writes best.pt, last.pt, history.json and training_curve.png into --out."""
+    """Train the CNN on --dataset; writes best.pt, last.pt, history.json and training_curve.png into --out.
+
+    --resume=RUN/last.pt (or --resume with --out=RUN) continues an interrupted run exactly where it stopped."""
+    _stop_cleanly_on_sigterm()
+    if resume not in (None, False):
+        return _resume(resume, out)
+    spec = _check_dataset(dataset)
+    if not isinstance(augment, bool):
+        raise UsageError(f"--augment must be True or False, got {augment!r}")
+    recipe = dict(spec.augment)
+    if augment_degrees is not None:
+        recipe["degrees"] = _check_float("augment_degrees", augment_degrees, 0, 180, low_open=False, high_open=False)
     hyper = {  # exactly fit's keyword arguments, validated
-        "epochs": _check_int("epochs", epochs, 1),
+        "epochs": spec.epochs if epochs is None else _check_int("epochs", epochs, 1),
         "lr": _check_float("lr", lr, 0),
         "batch_size": _check_int("batch_size", batch_size, 1),
         "seed": _check_int("seed", seed, 0),
@@ -798,40 +1060,129 @@ def train(
         "scheduler": _check_choice("scheduler", scheduler, SCHEDULERS),
         "weight_decay": _check_float("weight_decay", weight_decay, 0, low_open=False),
         "label_smoothing": _check_float("label_smoothing", label_smoothing, 0, 1, low_open=False),
-        "augment_degrees": _check_float("augment_degrees", augment_degrees, 0, 180, low_open=False, high_open=False),
+        "augmentation": recipe if augment else None,
         "precision": _check_choice("precision", precision, PRECISIONS),
         "ema": _check_float("ema", ema, 0, 1, low_open=False),
     }
     torch_device = pick_device(_check_choice("device", device, DEVICES))
     autocast_dtype(torch_device, precision)  # reject fp16 on the CPU before any work
     run_dir = new_run_dir(out)
-    data = load_data(data_dir)
+    data = load_data(dataset, data_dir)
     if len(data.train_images) < 2:
         raise UserError(f"{data.source}: only {len(data.train_images)} training image(s); need at least 2 to carve a validation split")
-    config = {**hyper, "device": device, "device_used": str(torch_device), "data_dir": data.source, "out": str(run_dir)}
-    print(f"training on {len(data.train_images)} images from {data.source} on {torch_device}; writing to {run_dir}", file=sys.stderr)
+    config = {**hyper, "dataset": dataset, "device": device, "device_used": str(torch_device), "data_dir": data.source, "out": str(run_dir)}
+    print(
+        f"training on {len(data.train_images)} {dataset} images from {data.source} on {torch_device}; writing to {run_dir}", file=sys.stderr
+    )
     history = fit(data, run_dir, device=torch_device, train_config=config, **hyper)
     best = history["best"]
     print(f"best checkpoint: {run_dir / 'best.pt'} (epoch {best['epoch']}, validation accuracy {100 * best['val_accuracy']:.2f}%)")
 
 
-def evaluate(checkpoint: str, data_dir: str | None = None, batch_size: int = 1000, device: str = "auto") -> None:
-    """Test accuracy of a checkpoint on the test split; prints `Test accuracy: 99.12% (9912/10000)`."""
+def _stop_cleanly_on_sigterm() -> None:
+    """Treat SIGTERM (a Colab runtime shutting down, a job scheduler) like Ctrl-C, so last.pt is named for resuming."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def _resume(resume: str | bool, out: str | None) -> None:
+    """Continue a run from its last.pt with the settings and data it was started with."""
+    if resume is True:
+        if out is None:
+            raise UsageError("--resume needs the run: --resume=RUN_FOLDER/last.pt, or --resume with --out=RUN_FOLDER")
+        resume = out
+    path = Path(str(resume)).expanduser()
+    path = path / "last.pt" if path.is_dir() else path
+    ckpt = load_checkpoint(path)
+    if "resume" not in ckpt:
+        raise UserError(f"{path} holds no training state (best.pt never does); resume from the run's last.pt")
+    config = ckpt["train_config"]
+    data = load_data(config["dataset"], config["data_dir"])
+    if data_fingerprints(data)["train"] != ckpt["data_fingerprint"]["train"]:
+        raise UserError(
+            f"{config['data_dir']}: the training data changed since {path} was written; resuming would not continue the same run"
+        )
+    device = pick_device(config["device"])
+    hyper = {k: config[k] for k in inspect.signature(fit).parameters if k in config and k != "device"}
+    print(f"resuming {path.parent} after epoch {ckpt['resume']['epoch']} of {config['epochs']} on {device}", file=sys.stderr)
+    history = fit(data, path.parent, device=device, train_config=config, resume=ckpt, **hyper)
+    best = history["best"]
+    print(f"best checkpoint: {path.parent / 'best.pt'} (epoch {best['epoch']}, validation accuracy {100 * best['val_accuracy']:.2f}%)")
+
+
+def plot_confusion(confusion: Tensor, classes: list[str], title: str, path: Path) -> None:
+    """A confusion matrix (rows: true class, columns: predicted) with counts, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.55 * n), dpi=100)
+    rates = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if confusion[i, j]:
+                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def evaluate(
+    checkpoint: str,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    batch_size: int = 1000,
+    device: str = "auto",
+    plot: str | None = None,
+) -> None:
+    """Test accuracy of a checkpoint: prints `Test accuracy: 99.12% (9912/10000)`, per-class accuracy to stderr, a confusion PNG."""
     _check_int("batch_size", batch_size, 1)
     torch_device = pick_device(_check_choice("device", device, DEVICES))
     ckpt = load_checkpoint(checkpoint)
+    dataset = ckpt.get("train_config", {}).get("dataset", "corruptedmnist") if dataset is None else dataset
+    _check_dataset(dataset)
     model = model_from_checkpoint(ckpt, checkpoint).to(torch_device)
-    data = load_data(data_dir)
+    data = load_data(dataset, data_dir)
+    trained_on = list(ckpt["model_config"]["input_shape"])
+    if list(data.test_images.shape[1:]) != trained_on:
+        raise UserError(
+            f"{checkpoint} takes {'×'.join(map(str, trained_on))} images, {dataset} has {'×'.join(map(str, data.test_images.shape[1:]))}; pass the --dataset it was trained on"
+        )
     expected = ckpt.get("data_fingerprint", {}).get("test")
     if expected and expected != fingerprint(data.test_images, data.test_labels):
         print(f"warning: this test data ({data.source}) differs from the test data the model was trained beside", file=sys.stderr)
     predictions = predict_logits(model, data.test_images, torch_device, batch_size).argmax(1)
     correct, total = int((predictions == data.test_labels).sum()), len(data.test_labels)
+    classes = list(ckpt["classes"])
+    confusion = torch.bincount(data.test_labels * len(classes) + predictions, minlength=len(classes) ** 2).view(len(classes), -1)
+    for name, row in zip(classes, confusion):
+        print(f"  {name:>12}: {100 * row[classes.index(name)] / max(int(row.sum()), 1):6.2f}% of {int(row.sum())}", file=sys.stderr)
+    plot_path = Path(str(checkpoint)).with_name(Path(str(checkpoint)).stem + "_confusion.png") if plot is None else Path(str(plot))
+    try:
+        plot_confusion(confusion, classes, f"{dataset} test: {100 * correct / max(total, 1):.2f}% correct", plot_path)
+        print(f"confusion matrix: {plot_path}", file=sys.stderr)
+    except OSError as exc:
+        print(f"warning: could not write {plot_path} ({exc}); pass --plot=PATH", file=sys.stderr)
     print(f"Test accuracy: {100 * correct / max(total, 1):.2f}% ({correct}/{total})")
 
 
 def prepare(
-    out: str = str(DEFAULT_DATA_DIR),
+    dataset: str = "corruptedmnist",
+    out: str | None = None,
     source: str | None = None,
     degrees: float = 50.0,
     train_shards: int = 5,
@@ -841,7 +1192,17 @@ def prepare(
     mirror: str | None = None,
     force: bool = False,
 ) -> None:
-    """Build corrupted MNIST (rotated ±degrees) in the course layout from MNIST: --source=DIR or a download."""
+    """Build corrupted MNIST (rotated ±degrees) in the course layout from MNIST (--source=DIR or a download); or fetch --dataset."""
+    if _check_dataset(dataset) is not DATASETS["corruptedmnist"]:
+        if source is not None:
+            raise UsageError(
+                f"--source is for building corruptedmnist; for {dataset} put the files in a folder and pass --data_dir to train"
+            )
+        folder = fetch(dataset, Path(str(out or Path("data") / dataset)), (str(mirror),) if mirror else DATASETS[dataset].mirrors)
+        data = read_folder(dataset, folder)
+        print(f"{dataset} is ready in {folder}: {len(data.train_images)} train / {len(data.test_images)} test images")
+        return
+    out = str(DEFAULT_DATA_DIR) if out is None else out
     _check_float("degrees", degrees, 0, 180, low_open=False, high_open=False)
     _check_int("train_shards", train_shards, 1)
     _check_int("shard_size", shard_size, 1)
@@ -851,16 +1212,13 @@ def prepare(
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise UsageError(f"--out {out_dir} already holds data; pass --force to rebuild it")
     if source is None:
-        src = fetch_mnist(Path("data/mnist"), [str(mirror)] if mirror else MNIST_MIRRORS)
+        mirrors = (str(mirror),) if mirror else DATASETS["mnist"].mirrors
+        src = fetch("mnist", Path("data/mnist"), mirrors, "then run: python fashion_trainer.py prepare --source=FOLDER")
     else:
         src = Path(str(source)).expanduser()
         if not src.is_dir():
             raise UserError(f"--source {src} is not a folder; it must hold the four official MNIST .gz files")
-    arrays = {key: read_idx(_find_idx(src, stem)) for key, stem in MNIST_FILES.items()}
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1 or len(images) != len(labels):
-            raise UserError(f"{src}: the {split} IDX files are not 28×28 images with one label each")
+    arrays = read_idx_arrays(src)
     n_train = train_shards * shard_size
     if n_train > len(arrays["train_images"]) or test_size > len(arrays["test_images"]):
         raise UsageError(

@@ -1,5 +1,6 @@
 """CLI: help from docstrings, unknown commands and flags, and the real process's exit status and stderr."""
 
+import os
 import subprocess
 import sys
 
@@ -30,7 +31,10 @@ def test_missing_positional_checkpoint_is_a_usage_error(cli):
 
 def run(*args, env=None):
     """The CLI as a user runs it: a real process."""
-    return subprocess.run([sys.executable, str(ROOT / "fashion_trainer.py"), *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    environment = {k: v for k, v in os.environ.items() if k != "FASHION_TRAINER_DEBUG"} | (env or {})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "fashion_trainer.py"), *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=environment
+    )
 
 
 def test_help_comes_from_the_docstrings():
@@ -49,6 +53,13 @@ def test_real_process_error_is_one_line_without_traceback():
     assert result.stdout == ""
 
 
-def test_debug_flag_shows_the_traceback():
+def test_debug_flag_and_variable_show_the_traceback():
     result = run("evaluate", "/nonexistent/best.pt", "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr
+    result = run("evaluate", "/nonexistent/best.pt", env={"FASHION_TRAINER_DEBUG": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_fire_usage_errors_keep_a_nonzero_exit(cli):
+    code, _, err = cli("evaluate", "a.pt", "b.pt")
+    assert code != 0 and "Traceback" not in err

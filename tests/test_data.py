@@ -1,5 +1,6 @@
 """Data: the course layouts, every validation failure, the IDX reader, prepare and its download path."""
 
+import dataclasses
 import gzip
 import hashlib
 import http.server
@@ -157,6 +158,12 @@ def test_pt_shard_holding_a_pickled_object_is_refused_without_running_it(cli, tm
     assert not (tmp_path / "pwned").exists()
 
 
+def test_empty_folder_says_how_to_get_data(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli("train", f"--data_dir={tmp_path / 'empty'}")
+    assert_one_line_error(code, err, "is empty", "prepare --out=")
+
+
 def test_pt_layout_missing_target_file(cli, tmp_path):
     folder = tmp_path / "d"
     folder.mkdir()
@@ -296,7 +303,7 @@ def server(tmp_path):
 
 
 def _sha_of_content(path: Path) -> str:
-    return hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
+    return "sha256:" + hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
 
 
 def test_download_good_file(server, tmp_path):
@@ -311,25 +318,25 @@ def test_download_checksum_mismatch_leaves_nothing(server, tmp_path):
     good = write_idx(server.folder / "t10k-labels-idx1-ubyte.gz", np.arange(10, dtype=np.uint8))
     dest = tmp_path / "cache" / good.name
     with pytest.raises(ft.UserError, match="checksum mismatch"):
-        ft.download(server.url + good.name, dest, "0" * 64)
+        ft.download(server.url + good.name, dest, "sha256:" + "0" * 64)
     assert list(dest.parent.iterdir()) == []
 
 
 def test_download_corrupt_gzip_and_404_and_refused(server, tmp_path):
     (server.folder / "x.gz").write_bytes(b"not gzip at all")
     with pytest.raises(ft.UserError, match="not a valid gzip"):
-        ft.download(server.url + "x.gz", tmp_path / "c" / "x.gz", "0" * 64)
+        ft.download(server.url + "x.gz", tmp_path / "c" / "x.gz", "sha256:" + "0" * 64)
     with pytest.raises(ft.UserError, match="404"):
-        ft.download(server.url + "missing.gz", tmp_path / "c" / "missing.gz", "0" * 64)
+        ft.download(server.url + "missing.gz", tmp_path / "c" / "missing.gz", "sha256:" + "0" * 64)
     with pytest.raises(ft.UserError, match="download failed"):
-        ft.download("http://127.0.0.1:9/nothing.gz", tmp_path / "c" / "n.gz", "0" * 64, timeout=2)
+        ft.download("http://127.0.0.1:9/nothing.gz", tmp_path / "c" / "n.gz", "sha256:" + "0" * 64, timeout=2)
     assert list((tmp_path / "c").iterdir()) == []
 
 
 def test_prepare_downloads_verifies_and_reports_a_bad_mirror(cli, server, tmp_path, monkeypatch):
     write_mnist_folder(server.folder)
-    sums = {p.name[:-3]: _sha_of_content(p) for p in server.folder.glob("*.gz")}
-    monkeypatch.setattr(ft, "MNIST_SHA256", sums)
+    sums = {p.name: _sha_of_content(p) for p in server.folder.glob("*.gz")}
+    monkeypatch.setitem(ft.DATASETS, "mnist", dataclasses.replace(ft.DATASETS["mnist"], checksums=sums))
     code, _, err = cli("prepare", f"--mirror={server.url}", "--out=c", "--train_shards=1", "--shard_size=10", "--test_size=10")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(p.name for p in server.folder.iterdir())

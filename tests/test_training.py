@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import assert_one_line_error, ft, write_course_npz
 
-FAST = ("--epochs=2", "--batch_size=32", "--augment_degrees=0")
+FAST = ("--epochs=2", "--batch_size=32", "--augment=False")
 
 
 def test_train_writes_checkpoints_history_and_plot(cli, tiny_data, tmp_path):
@@ -118,9 +118,15 @@ def test_validation_split_is_disjoint_seeded_and_sized():
 
 def test_augmentation_is_seeded_and_batched():
     x = torch.rand(8, 1, 28, 28)
-    a = ft.augment(x, torch.Generator().manual_seed(0), 10, 0.1, 0.1)
-    b = ft.augment(x, torch.Generator().manual_seed(0), 10, 0.1, 0.1)
+    a = ft.augment(x, torch.Generator().manual_seed(0), 10, 0.1, 0.1, hflip=True)
+    b = ft.augment(x, torch.Generator().manual_seed(0), 10, 0.1, 0.1, hflip=True)
     assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+
+
+def test_mirroring_flips_left_and_right_exactly():
+    x = torch.rand(3, 3, 32, 32)
+    mirrored = ft.affine_warp(x, torch.zeros(3), mirror=torch.tensor([True, False, True]))
+    assert torch.allclose(mirrored[0], x[0].flip(-1), atol=1e-5) and torch.allclose(mirrored[1], x[1], atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -164,3 +170,51 @@ def test_cuda_without_gpu_is_a_clear_error(cli, tiny_data, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--device=cuda")
     assert_one_line_error(code, err, "no CUDA GPU", exit_code=2)
+
+
+def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(cli, tiny_data, tmp_path, monkeypatch):
+    args = (f"--data_dir={tiny_data}", "--epochs=3", "--batch_size=32", "--seed=5", "--patience=0")
+    assert cli("train", *args, "--out=whole")[0] == 0
+    real_update, calls = ft.update_ema, {"n": 0}
+
+    def ctrl_c_in_epoch_3(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 15:  # 6 steps an epoch
+            raise KeyboardInterrupt
+        real_update(*a, **k)
+
+    monkeypatch.setattr(ft, "update_ema", ctrl_c_in_epoch_3)
+    code, _, err = cli("train", *args, "--out=cut")
+    assert_one_line_error(code, err, "interrupted", "holds epoch 2", "--resume=cut/last.pt", exit_code=130)
+    monkeypatch.setattr(ft, "update_ema", real_update)
+    code, out, err = cli("train", "--resume=cut/last.pt")
+    assert code == 0, err
+    assert "resuming cut after epoch 2" in err and out.startswith("best checkpoint: cut/best.pt")
+    whole, cut = (json.loads((tmp_path / n / "history.json").read_text()) for n in ("whole", "cut"))
+    assert whole["steps"] == cut["steps"]
+    assert [(e["train_loss"], e["val_accuracy"]) for e in whole["epochs"]] == [(e["train_loss"], e["val_accuracy"]) for e in cut["epochs"]]
+    a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True) for n in ("whole", "cut"))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert all(torch.equal(a["resume"]["model"][k], b["resume"]["model"][k]) for k in a["resume"]["model"])
+
+
+def test_resume_forms_and_mistakes(cli, tiny_data, tmp_path):
+    assert cli("train", f"--data_dir={tiny_data}", "--epochs=1", "--out=run")[0] == 0
+    code, _, err = cli("train", "--resume", "--out=run")  # already finished: nothing more to do, still a clean exit
+    assert code == 0, err
+    assert_one_line_error(*cli("train", "--resume=run/best.pt")[::2], "no training state", "last.pt")
+    assert_one_line_error(*cli("train", "--resume")[::2], "--resume needs the run", exit_code=2)
+    assert_one_line_error(*cli("train", "--resume=nowhere/last.pt")[::2], "does not exist")
+
+
+def test_sigterm_stops_like_ctrl_c(cli, tiny_data, monkeypatch):
+    import os
+    import signal
+
+    def terminate(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(ft, "update_ema", terminate)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=2")
+    assert_one_line_error(code, err, "interrupted", "no epoch had finished", exit_code=130)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
