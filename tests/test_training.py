@@ -1,6 +1,7 @@
 """Training: the run folder's files, history format, determinism, early stopping, NaN loss, scheduler and flags."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def test_learns_an_easy_task(cli, tmp_path):
 
 def test_early_stopping_keeps_the_best_checkpoint(cli, tiny_data, tmp_path, monkeypatch):
     scores = iter([0.5, 0.7, 0.6, 0.6, 0.6, 0.9])
-    monkeypatch.setattr(ft, "accuracy", lambda *a, **k: next(scores))
+    monkeypatch.setattr(ft, "validate", lambda *a, **k: next(scores))
     code, out, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=6", "--patience=2", "--batch_size=64")
     assert code == 0, err
     history = json.loads((tmp_path / "run" / "history.json").read_text())
@@ -118,9 +119,9 @@ def test_validation_split_is_disjoint_seeded_and_sized():
 
 def test_augmentation_is_seeded_and_batched():
     x = torch.rand(8, 1, 28, 28)
-    a = ft.augment(x, torch.Generator().manual_seed(0), 10, 0.1, 0.1, hflip=True)
-    b = ft.augment(x, torch.Generator().manual_seed(0), 10, 0.1, 0.1, hflip=True)
-    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
+    rand = torch.rand(8, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    a = ft.augment(x, rand, 10, 0.1, 0.1, hflip=True)
+    assert a.shape == x.shape and torch.equal(a, ft.augment(x, rand.clone(), 10, 0.1, 0.1, hflip=True)) and not torch.equal(a, x)
 
 
 def test_mirroring_flips_left_and_right_exactly():
@@ -218,3 +219,55 @@ def test_sigterm_stops_like_ctrl_c(cli, tiny_data, monkeypatch):
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=2")
     assert_one_line_error(code, err, "interrupted", "no epoch had finished", exit_code=130)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# ----------------------------------------------------------------------------- the three calls of a training step
+
+
+def _tiny_step_setup():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    return model, optimizer, lambda: torch.nn.functional.cross_entropy(model(x), y)
+
+
+def test_without_zero_grad_gradients_accumulate_across_steps():
+    model, optimizer, loss = _tiny_step_setup()
+    loss().backward()
+    first = model.weight.grad.clone()
+    loss().backward()  # no zero_grad in between: the new gradient is added to the old one
+    assert torch.allclose(model.weight.grad, 2 * first)
+    optimizer.zero_grad()
+    assert model.weight.grad is None or not model.weight.grad.any()
+
+
+def test_without_backward_there_are_no_gradients_and_step_changes_nothing():
+    model, optimizer, loss = _tiny_step_setup()
+    before = model.weight.detach().clone()
+    optimizer.zero_grad()
+    loss()
+    optimizer.step()
+    assert model.weight.grad is None and torch.equal(model.weight, before)
+
+
+def test_without_step_gradients_exist_but_weights_stay():
+    model, optimizer, loss = _tiny_step_setup()
+    before = model.weight.detach().clone()
+    optimizer.zero_grad()
+    loss().backward()
+    assert model.weight.grad.abs().sum() > 0 and torch.equal(model.weight, before)
+    optimizer.step()
+    assert not torch.equal(model.weight, before)
+
+
+def test_three_calls_script_measures_the_broken_variants():
+    sys.path.insert(0, str(ft.ROOT / "scripts"))
+    import three_calls
+
+    curves = three_calls.loss_curves(steps=40)
+    full, no_zero, no_backward, no_step = (curves[v] for v in three_calls.VARIANTS)
+    assert full[-1] < 0.6 * full[0]  # learns
+    assert max(no_backward) - min(no_backward) < 0.5 and max(no_step) - min(no_step) < 0.5  # the batches differ, the model does not
+    assert no_backward == no_step  # identical: neither changes the weights
+    assert no_zero != full and no_zero[:1] == full[:1]

@@ -1,0 +1,26 @@
+"""Multi-process training: torchrun with 2 gloo processes on the CPU writes one checkpoint that evaluate accepts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from conftest import ROOT, ft
+
+
+def test_torchrun_two_processes_train_data_parallel(tmp_path, tiny_data):
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "fashion_trainer.py")]
+    args = ["train", f"--data_dir={tiny_data}", "--out=run", "--epochs=2", "--batch_size=32", "--device=cpu"]
+    result = subprocess.run(command + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "history.json", "last.pt", "training_curve.png"]
+    assert result.stdout.count("best checkpoint:") == 1 and "2 processes (DDP)" in result.stderr  # only rank 0 speaks
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["config"]["world_size"] == 2 and len(history["epochs"]) == 2
+    assert len(history["steps"]) == 2 * 6  # global batches of 32 (16 per rank) over 190 images
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state["state_dict"])  # the plain model's weights, not DDP's wrapper
+    code = ft.main(["evaluate", str(tmp_path / "run" / "best.pt"), f"--data_dir={tiny_data}"])
+    assert code == 0
