@@ -271,3 +271,12 @@ def test_three_calls_script_measures_the_broken_variants():
     assert max(no_backward) - min(no_backward) < 0.5 and max(no_step) - min(no_step) < 0.5  # the batches differ, the model does not
     assert no_backward == no_step  # identical: neither changes the weights
     assert no_zero != full and no_zero[:1] == full[:1]
+
+
+def test_compile_flag_wraps_the_model_in_torch_compile(cli, tiny_data, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)  # the wiring, not Inductor itself
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=1", "--compile")
+    assert code == 0, err
+    assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Sequential)
+    assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--compile=maybe")[::2], "--compile", exit_code=2)
