@@ -2,8 +2,8 @@
 
 import json
 
+import nbclient
 import nbformat
-import pytest
 from conftest import ROOT, ft
 
 NOTEBOOK = ROOT / "colab_runner.ipynb"
@@ -19,7 +19,6 @@ def test_notebook_is_valid_v4_without_outputs():
 
 
 def test_notebook_runs_top_to_bottom(tmp_path):
-    nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     run_dir = tmp_path / "run"
     parameters = {
