@@ -1402,6 +1402,8 @@ def _run_fit(data: Data, run_dir: Path, config: dict, resume: dict | None, what:
         if ranks.main:
             best = history["best"]
             print(f"best checkpoint: {run_dir / 'best.pt'} (epoch {best['epoch']}, validation accuracy {100 * best['val_accuracy']:.2f}%)")
+        if ranks.world > 1:
+            torch.distributed.barrier()  # no rank tears gloo down while rank 0 still writes
     finally:
         if ranks.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
