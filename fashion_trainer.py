@@ -1088,6 +1088,27 @@ def model_from_checkpoint(ckpt: dict, path: str | Path) -> nn.Module:
     return model.eval()
 
 
+def plot_confusion(confusion: Tensor, classes: list[str], title: str, path: Path) -> None:
+    """A confusion matrix (rows: true class, columns: predicted) with counts, as a PNG."""
+    plt = _pyplot()
+
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.55 * n), dpi=100)
+    rates = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if confusion[i, j]:
+                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 # ----------------------------------------------------------------------------- inspection
 
 
@@ -1439,27 +1460,6 @@ def _resume(resume: str | bool, out: str | None) -> None:
     _run_fit(data, path.parent, config, ckpt, f"resuming {path.parent} after epoch {ckpt['resume']['epoch']} of {config['epochs']}")
 
 
-def plot_confusion(confusion: Tensor, classes: list[str], title: str, path: Path) -> None:
-    """A confusion matrix (rows: true class, columns: predicted) with counts, as a PNG."""
-    plt = _pyplot()
-
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.55 * n), dpi=100)
-    rates = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
-    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            if confusion[i, j]:
-                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), classes, fontsize=8)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 def evaluate(
     checkpoint: str,
     dataset: str | None = None,
@@ -1488,8 +1488,8 @@ def evaluate(
     correct, total = int((predictions == data.test_labels).sum()), len(data.test_labels)
     classes = list(ckpt["classes"])
     confusion = torch.bincount(data.test_labels * len(classes) + predictions, minlength=len(classes) ** 2).view(len(classes), -1)
-    for name, row in zip(classes, confusion):
-        print(f"  {name:>12}: {100 * row[classes.index(name)] / max(int(row.sum()), 1):6.2f}% of {int(row.sum())}", file=sys.stderr)
+    for i, (name, row) in enumerate(zip(classes, confusion)):
+        print(f"  {name:>12}: {100 * row[i] / max(int(row.sum()), 1):6.2f}% of {int(row.sum())}", file=sys.stderr)
     plot_path = Path(str(checkpoint)).with_name(Path(str(checkpoint)).stem + "_confusion.png") if plot is None else Path(str(plot))
     try:
         plot_confusion(confusion, classes, f"{dataset} test: {100 * correct / max(total, 1):.2f}% correct", plot_path)
