@@ -10,6 +10,7 @@ import codecs
 import contextlib
 import copy
 import difflib
+import gc
 import gzip
 import hashlib
 import inspect
@@ -1427,6 +1428,7 @@ def _run_fit(data: Data, run_dir: Path, config: dict, resume: dict | None, what:
             torch.distributed.barrier()  # no rank tears gloo down while rank 0 still writes
     finally:
         if ranks.world > 1 and torch.distributed.is_initialized():
+            gc.collect()  # DDP's reducer must go before its process group, or gloo aborts the process at exit
             torch.distributed.destroy_process_group()
 
 
