@@ -701,11 +701,16 @@ def augment(images: Tensor, rand: Tensor, degrees: float, shift: float, scale: f
     return affine_warp(images, rand[:, 0] * degrees, 1 + rand[:, 1] * scale, rand[:, 2:4] * shift, mirror)
 
 
-@torch.no_grad()
-def update_ema(averaged: nn.Module, model: nn.Module, decay: float) -> None:
-    """Move the averaged weights and batch-norm statistics towards the model's: they generalise better than the last step's."""
+def ema_tensors(averaged: nn.Module, model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
+    """The floating-point weights and batch-norm statistics of both models, paired once (they alias the live tensors)."""
     pairs = [(a, m) for a, m in zip(averaged.state_dict().values(), model.state_dict().values()) if a.is_floating_point()]
-    torch._foreach_lerp_([a for a, _ in pairs], [m for _, m in pairs], 1 - decay)
+    return [a for a, _ in pairs], [m for _, m in pairs]
+
+
+@torch.no_grad()
+def update_ema(tensors: tuple[list[Tensor], list[Tensor]], decay: float) -> None:
+    """Move the averaged weights and batch-norm statistics towards the model's: they generalise better than the last step's."""
+    torch._foreach_lerp_(*tensors, 1 - decay)
 
 
 def split_validation(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -902,9 +907,9 @@ def train_epoch(
         run["scaler"].step(run["optimizer"])
         run["scaler"].update()
         run["schedule"].step()
-        if run["averaged"] is not None:  # the decay ramps up so that short runs average over recent steps only
+        if run["ema_tensors"] is not None:  # the decay ramps up so that short runs average over recent steps only
             n = run["step"] + len(losses)
-            update_ema(run["averaged"], run["model"], min(run["ema"], (1 + n) / (10 + n)))
+            update_ema(run["ema_tensors"], min(run["ema"], (1 + n) / (10 + n)))
         losses.append(loss.detach())
     return all_sum(torch.stack(losses).float(), ranks) / ranks.world
 
@@ -982,7 +987,8 @@ def fit(
     if ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     run = {"batch_size": batch_size, "augmentation": augmentation, "device": device, "amp": amp, "label_smoothing": label_smoothing}
-    run |= {"optimizer": optimizer, "scaler": scaler, "schedule": schedule, "averaged": averaged, "model": model, "ema": ema}
+    run |= {"optimizer": optimizer, "scaler": scaler, "schedule": schedule, "ema": ema}
+    run["ema_tensors"] = ema_tensors(averaged, model) if averaged is not None else None
     started = time.perf_counter() - elapsed
     saved = done
     try:
@@ -1455,7 +1461,7 @@ def _resume(resume: str | bool, out: str | None) -> None:
         raise UserError(f"{path} holds no training state (best.pt never does); resume from the run's last.pt")
     config = ckpt["train_config"]
     data = load_data(config["dataset"], config["data_dir"])
-    if data_fingerprints(data)["train"] != ckpt["data_fingerprint"]["train"]:
+    if fingerprint(data.train_images, data.train_labels) != ckpt["data_fingerprint"]["train"]:
         raise UserError(
             f"{config['data_dir']}: the training data changed since {path} was written; resuming would not continue the same run"
         )
@@ -1514,7 +1520,8 @@ def prepare(
     force: bool = False,
 ) -> None:
     """Build corrupted MNIST (rotated ±degrees) in the course layout from MNIST (--source=DIR or a download); or fetch --dataset."""
-    if _check_dataset(dataset) and dataset != "corruptedmnist":
+    _check_dataset(dataset)
+    if dataset != "corruptedmnist":
         if source is not None:
             raise UsageError(
                 f"--source is for building corruptedmnist; for {dataset} put the files in a folder and pass --data_dir to train"
