@@ -43,3 +43,49 @@ def test_model_has_dropout_and_batch_norm():
     model = ft.build_model(ft.model_config([1, 28, 28], 10, [0.13], [0.3]))
     kinds = {type(m) for m in model.modules()}
     assert torch.nn.Dropout in kinds and torch.nn.BatchNorm2d in kinds and ft.Reshape in kinds
+
+
+P4 = {"stages": [[4], [8, 8], [8]], "rotations": 4}
+
+
+def _turn_features(features: torch.Tensor) -> torch.Tensor:
+    """What a 90° turn of the input does to P4Conv features: turn each map and cycle each channel's four turn slots."""
+    n, c4, h, w = features.shape
+    return torch.rot90(features, 1, dims=(2, 3)).reshape(n, c4 // 4, 4, h, w).roll(1, dims=2).reshape(n, c4, h, w)
+
+
+def test_p4_convolutions_are_equivariant_to_quarter_turns():
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(ft.P4Conv(1, 3, lift=True), torch.nn.ReLU(), ft.P4Conv(3, 2, lift=False))
+    x = torch.rand(2, 1, 12, 12)
+    out = layers(x)
+    assert out.shape == (2, 8, 12, 12)
+    assert torch.allclose(layers(torch.rot90(x, 1, dims=(2, 3))), _turn_features(out), atol=1e-5)
+
+
+def test_p4_filter_bank_is_four_turned_copies_of_the_learnt_weights():
+    conv = ft.P4Conv(1, 2, lift=True)
+    bank = conv.weight.reshape(-1)[conv.index]  # [2 channels x 4 turns, 1, 3, 3]
+    for k in range(4):
+        assert torch.equal(bank[k::4], torch.rot90(conv.weight, k, dims=(2, 3)))
+    assert list(conv.state_dict()) == ["weight"]  # the index is rebuilt, never stored in checkpoints
+    assert conv.weight.numel() == 2 * 9
+
+
+def test_p4_model_trains_and_rebuilds_from_its_config():
+    torch.manual_seed(0)
+    config = ft.model_config([1, 28, 28], 10, [0.13], [0.3], P4)
+    model = ft.build_model(config)
+    x, y = torch.rand(8, 784), torch.randint(0, 10, (8,))
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    clone = ft.build_model(config)
+    clone.load_state_dict(model.state_dict())
+    assert torch.equal(model.eval()(x), clone.eval()(x))
+    assert sum(isinstance(m, ft.P4Conv) for m in model.modules()) == 4
+
+
+def test_checkpoints_from_before_rotations_build_plain_convolutions():
+    config = ft.model_config([1, 28, 28], 10, [0.13], [0.3])
+    del config["rotations"]
+    assert not any(isinstance(m, ft.P4Conv) for m in ft.build_model(config).modules())

@@ -58,7 +58,7 @@ def test_same_seed_same_history_on_cpu(cli, tiny_data, tmp_path):
 
 def test_learns_an_easy_task(cli, tmp_path):
     data = write_course_npz(tmp_path / "d", n_train=600, n_test=100, shards=3)
-    code, _, err = cli("train", f"--data_dir={data}", "--out=run", "--epochs=4", "--batch_size=32", "--val_fraction=0.1")
+    code, _, err = cli("train", f"--data_dir={data}", "--out=run", "--epochs=6", "--batch_size=32", "--val_fraction=0.1")
     assert code == 0, err
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert max(e["val_accuracy"] for e in history["epochs"]) > 0.9
@@ -67,7 +67,7 @@ def test_learns_an_easy_task(cli, tmp_path):
 
 
 def test_early_stopping_keeps_the_best_checkpoint(cli, tiny_data, tmp_path, monkeypatch):
-    scores = iter([0.5, 0.7, 0.6, 0.6, 0.6, 0.9])
+    scores = iter([0.5, 0.9, 0.6, 0.6, 0.6, 0.95])
     monkeypatch.setattr(ft, "validate", lambda *a, **k: next(scores))
     code, out, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=6", "--patience=2", "--batch_size=64")
     assert code == 0, err
@@ -76,8 +76,20 @@ def test_early_stopping_keeps_the_best_checkpoint(cli, tiny_data, tmp_path, monk
     assert "early stop" in err
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    assert best["metrics"]["epoch"] == 2 and best["metrics"]["val_accuracy"] == 0.7 and last["metrics"]["epoch"] == 4
-    assert "epoch 2" in out and "70.00%" in out
+    assert best["metrics"]["epoch"] == 2 and best["metrics"]["val_accuracy"] == 0.9 and last["metrics"]["epoch"] == 4
+    assert "epoch 2" in out and "90.00%" in out
+
+
+def test_scores_within_one_standard_error_are_a_tie_that_the_later_epoch_wins(cli, tiny_data, tmp_path, monkeypatch):
+    assert abs(ft.tie_margin(0.99, 1250) - 0.0028) < 1e-4  # 3.5 of 1,250 validation digits
+    scores = iter([0.5, 0.92, 0.91, 0.6])
+    monkeypatch.setattr(ft, "validate", lambda *a, **k: next(scores))
+    monkeypatch.setattr(ft, "tie_margin", lambda accuracy, n: 0.02)
+    code, out, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=4", "--batch_size=64")
+    assert code == 0, err
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert best["metrics"]["epoch"] == 3 and best["metrics"]["best_val_accuracy"] == 0.92
+    assert "epoch 3, validation accuracy 91.00%" in out
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(cli, tiny_data, tmp_path, monkeypatch):
@@ -122,6 +134,31 @@ def test_augmentation_is_seeded_and_batched():
     rand = torch.rand(8, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
     a = ft.augment(x, rand, 10, 0.1, 0.1, hflip=True)
     assert a.shape == x.shape and torch.equal(a, ft.augment(x, rand.clone(), 10, 0.1, 0.1, hflip=True)) and not torch.equal(a, x)
+
+
+def test_slant_stretch_and_cutout_augmentation():
+    x = torch.ones(4, 1, 28, 28)
+    rand = torch.zeros(4, 9)
+    rand[:, 7:9] = torch.tensor([[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]])  # square centres: corners, middle, edge
+    plain = ft.augment(x, rand, 10, 0.1, 0.1, hflip=False)
+    blanked = ft.augment(x, rand, 10, 0.1, 0.1, hflip=False, cutout=9)
+    holes = (blanked == 0) & (plain != 0)
+    assert holes[1].sum() == 81 and holes[1, 0, 10:19, 10:19].all()  # a 9 × 9 square in the middle
+    assert holes[0].sum() == 25 and holes[0, 0, :5, :5].all()  # clipped at the corner
+    rand[:, 5:7] = torch.tensor([1.0, 1.0])
+    slanted = ft.augment(x, rand, 10, 0.1, 0.1, hflip=False, shear=0.3, aspect=0.15)
+    assert not torch.allclose(slanted, plain)
+    assert ft.augment_randoms(ft.DIGIT_AUGMENT) == 5 and ft.augment_randoms(ft.ROTATED_DIGIT_AUGMENT) == 9
+
+
+def test_slant_moves_the_top_of_an_upright_bar_sideways():
+    bar = torch.zeros(1, 1, 28, 28)
+    bar[..., 4:24, 13:15] = 1.0
+    slanted = ft.affine_warp(bar, torch.zeros(1), shears=torch.tensor([0.5]))
+    cols = torch.arange(28.0)
+    top, bottom = (slanted[0, 0, 6] * cols).sum() / slanted[0, 0, 6].sum(), (slanted[0, 0, 21] * cols).sum() / slanted[0, 0, 21].sum()
+    assert abs(top - bottom) > 4  # the bar now leans
+    assert torch.allclose(ft.affine_warp(bar, torch.zeros(1), shears=torch.zeros(1), aspects=torch.ones(1)), ft.affine_warp(bar, torch.zeros(1)))
 
 
 def test_mirroring_flips_left_and_right_exactly():
