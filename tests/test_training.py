@@ -158,7 +158,9 @@ def test_slant_moves_the_top_of_an_upright_bar_sideways():
     cols = torch.arange(28.0)
     top, bottom = (slanted[0, 0, 6] * cols).sum() / slanted[0, 0, 6].sum(), (slanted[0, 0, 21] * cols).sum() / slanted[0, 0, 21].sum()
     assert abs(top - bottom) > 4  # the bar now leans
-    assert torch.allclose(ft.affine_warp(bar, torch.zeros(1), shears=torch.zeros(1), aspects=torch.ones(1)), ft.affine_warp(bar, torch.zeros(1)))
+    assert torch.allclose(
+        ft.affine_warp(bar, torch.zeros(1), shears=torch.zeros(1), aspects=torch.ones(1)), ft.affine_warp(bar, torch.zeros(1))
+    )
 
 
 def test_mirroring_flips_left_and_right_exactly():
