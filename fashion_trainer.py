@@ -113,7 +113,12 @@ DIGIT_AUGMENT = {"degrees": 10.0, "shift": 0.12, "scale": 0.1, "hflip": False}
 # 99.63 %, measured): filters shared across rotations, slant, aspect and cut-out augmentation and real weight decay
 # stand in for part of the missing data (99.37 % on 25k in 12 epochs, see README "Choosing the model").
 ROTATED_DIGIT_AUGMENT = DIGIT_AUGMENT | {"shear": 0.3, "aspect": 0.15, "cutout": 9}
-P4_DIGIT_MODEL = {"stages": [[8], [16, 16], [32, 32]], "rotations": 4, "init_scale": 0.03}  # 0.1: --lr=1e-4 gave 98.93 %
+P4_DIGIT_MODEL = {
+    "stages": [[8], [16, 16], [32, 32]],
+    "rotations": 4,
+    "init_scale": 0.03,  # 0.1: --lr=1e-4 gave 98.93 %
+    "tta_degrees": [-10, 0, 10],  # evaluate averages these turns: 99.37 -> 99.46 % and 99.45 % on seeds 0 and 1 (measured)
+}
 DATASETS = {
     "corruptedmnist": DatasetSpec(DIGITS, (1, 28, 28), {}, (), (), 12, ROTATED_DIGIT_AUGMENT, P4_DIGIT_MODEL, 0.05),
     "mnist": DatasetSpec(
@@ -657,6 +662,7 @@ def model_config(input_shape: list[int], num_classes: int, mean: list[float], st
         "stages": [[32], [64, 64], [128, 128]],  # channels (per rotation where "rotations" is 4)
         "rotations": 1,
         "init_scale": 0.1,  # convolution weights start this much smaller than PyTorch's default (see build_model)
+        "tta_degrees": [],  # evaluate averages the predictions for copies turned by these angles (none: one view)
         "hidden": 256,  # a batch-normed hidden layer: with it --lr=1e-4 reaches 99.17 % instead of 98.59 % (measured)
         "dropout": 0.3,
         "mean": mean,
@@ -885,6 +891,13 @@ def predict_logits(model: nn.Module, images: Tensor, device: torch.device, batch
     """Logits for a whole split, in batches, on the CPU."""
     model.eval()
     return torch.cat([model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)])
+
+
+def predict_probs(model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 1000, degrees: list | None = None) -> Tensor:
+    """Class probabilities for a whole split; with degrees, averaged over copies turned by each angle (test-time augmentation)."""
+    angles = [float(a) for a in degrees or [0.0]]
+    views = (images if a == 0 else affine_warp(images, torch.full((len(images),), a)) for a in angles)
+    return sum(predict_logits(model, view, device, batch_size).softmax(1) for view in views) / len(angles)
 
 
 def accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, batch_size: int = 1000) -> float:
@@ -1555,9 +1568,15 @@ def evaluate(
     batch_size: int = 1000,
     device: str = "auto",
     plot: str | None = None,
+    tta: bool = True,
 ) -> None:
-    """Test accuracy of a checkpoint: prints `Test accuracy: 99.12% (9912/10000)`, per-class accuracy to stderr, a confusion PNG."""
+    """Test accuracy of a checkpoint: prints `Test accuracy: 99.12% (9912/10000)`, per-class accuracy to stderr, a confusion PNG.
+
+    Where the checkpoint's model config names test-time turns (corrupted MNIST: -10, 0, 10 degrees) the predictions
+    for the turned copies are averaged; --tta=False scores the single, unturned view."""
     _check_int("batch_size", batch_size, 1)
+    if not isinstance(tta, bool):
+        raise UsageError(f"--tta must be True or False, got {tta!r}")
     torch_device = pick_device(_check_choice("device", device, DEVICES))
     ckpt = load_checkpoint(checkpoint)
     dataset = ckpt.get("train_config", {}).get("dataset", "corruptedmnist") if dataset is None else dataset
@@ -1572,7 +1591,13 @@ def evaluate(
     expected = ckpt.get("data_fingerprint", {}).get("test")
     if expected and expected != fingerprint(data.test_images, data.test_labels):
         print(f"warning: this test data ({data.source}) differs from the test data the model was trained beside", file=sys.stderr)
-    predictions = predict_logits(model, data.test_images, torch_device, batch_size).argmax(1)
+    degrees = list(ckpt["model_config"].get("tta_degrees") or []) if tta else []
+    if degrees:
+        print(
+            f"test-time augmentation: averaging turns of {', '.join(f'{a:g}' for a in degrees)} degrees (--tta=False: one view)",
+            file=sys.stderr,
+        )
+    predictions = predict_probs(model, data.test_images, torch_device, batch_size, degrees).argmax(1)
     correct, total = int((predictions == data.test_labels).sum()), len(data.test_labels)
     classes = list(ckpt["classes"])
     confusion = torch.bincount(data.test_labels * len(classes) + predictions, minlength=len(classes) ** 2).view(len(classes), -1)

@@ -107,3 +107,25 @@ def test_evaluate_bad_arguments(cli, trained):
     _data, ckpt = trained
     assert_one_line_error(*cli("evaluate", str(ckpt), "--batch_size=0")[::2], "--batch_size", exit_code=2)
     assert_one_line_error(*cli("evaluate", str(ckpt), "--device=gpu")[::2], "--device", exit_code=2)
+
+
+def test_test_time_augmentation_averages_turned_copies():
+    torch.manual_seed(0)
+    model = ft.build_model(ft.model_config([1, 28, 28], 10, [0.13], [0.3], ft.P4_DIGIT_MODEL)).eval()
+    x = torch.rand(6, 1, 28, 28)
+    cpu = torch.device("cpu")
+    single = ft.predict_logits(model, x, cpu).softmax(1)
+    assert torch.allclose(ft.predict_probs(model, x, cpu), single)
+    turned = [ft.predict_logits(model, ft.affine_warp(x, torch.full((6,), a)), cpu).softmax(1) for a in (-10.0, 10.0)]
+    assert torch.allclose(ft.predict_probs(model, x, cpu, degrees=[-10, 0, 10]), (turned[0] + single + turned[1]) / 3, atol=1e-6)
+
+
+def test_evaluate_uses_the_checkpoints_test_turns_unless_told_not_to(cli, trained):
+    data, good = trained
+    assert torch.load(good, weights_only=True)["model_config"]["tta_degrees"] == [-10, 0, 10]
+    code, out, err = cli("evaluate", str(good), f"--data_dir={data}")
+    assert code == 0 and "averaging turns of -10, 0, 10 degrees" in err and out.startswith("Test accuracy:")
+    code, out, err = cli("evaluate", str(good), f"--data_dir={data}", "--tta=False")
+    assert code == 0 and "averaging" not in err and out.startswith("Test accuracy:")
+    code, _, err = cli("evaluate", str(good), f"--data_dir={data}", "--tta=maybe")
+    assert_one_line_error(code, err, "--tta", "True or False", exit_code=2)
