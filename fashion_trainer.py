@@ -1444,6 +1444,13 @@ def _check_float(name: str, value: object, low: float, high: float = math.inf, l
     return float(value)
 
 
+def _check_bool(name: str, value: object) -> bool:
+    """A True/False flag (fire passes --flag=maybe through as a string)."""
+    if not isinstance(value, bool):
+        raise UsageError(f"--{name} must be True or False, got {value!r}")
+    return value
+
+
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     """A flag that takes one of a few names."""
     if value not in choices:
@@ -1480,9 +1487,8 @@ def train(
     if resume not in (None, False):
         return _resume(resume, out)
     spec = _check_dataset(dataset)
-    for name, flag in (("augment", augment), ("compile", compile)):
-        if not isinstance(flag, bool):
-            raise UsageError(f"--{name} must be True or False, got {flag!r}")
+    _check_bool("augment", augment)
+    _check_bool("compile", compile)
     recipe = dict(spec.augment)
     if augment_degrees is not None:
         recipe["degrees"] = _check_float("augment_degrees", augment_degrees, 0, 180, low_open=False, high_open=False)
@@ -1575,8 +1581,7 @@ def evaluate(
     Where the checkpoint's model config names test-time turns (corrupted MNIST: -10, 0, 10 degrees) the predictions
     for the turned copies are averaged; --tta=False scores the single, unturned view."""
     _check_int("batch_size", batch_size, 1)
-    if not isinstance(tta, bool):
-        raise UsageError(f"--tta must be True or False, got {tta!r}")
+    _check_bool("tta", tta)
     torch_device = pick_device(_check_choice("device", device, DEVICES))
     ckpt = load_checkpoint(checkpoint)
     dataset = ckpt.get("train_config", {}).get("dataset", "corruptedmnist") if dataset is None else dataset
