@@ -1,5 +1,6 @@
 """Shared helpers: tiny synthetic data made by the tests, the CLI run in-process, and the real data's location."""
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -71,3 +72,12 @@ def assert_one_line_error(code: int, err: str, *fragments: str, exit_code: int =
 
 
 needs_shared_mnist = pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason="../shared/data/mnist is absent")
+
+
+def weights_hash(state: dict) -> str:
+    """SHA-256 over a state dict's names and raw tensor bytes: equal only for bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
