@@ -25,16 +25,9 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(args.images, 3, 32, 32, generator=g), torch.randint(0, 10, (args.images,), generator=g)
     data = ft.Data(x, y, x[:1000], y[:1000], ft.CIFAR_CLASSES, "random")
-    hyper = {"lr": 3e-3, "batch_size": 128, "seed": 0, "val_fraction": 0.02, "patience": 0, "scheduler": "onecycle"}
-    hyper |= {
-        "weight_decay": 5e-4,
-        "label_smoothing": 0.05,
-        "augmentation": ft.DATASETS["cifar"].augment,
-        "precision": "auto",
-        "ema": 0.998,
-    }
+    config = ft.TrainConfig(dataset="cifar", epochs=1, val_fraction=0.02).resolved()  # the default cifar recipe
     with tempfile.TemporaryDirectory() as tmp:
-        history = ft.fit(data, Path(tmp), epochs=1, device=torch.device("cpu"), train_config={}, **hyper)
+        history = ft.fit(data, Path(tmp), config, torch.device("cpu"))
     trained = args.images - round(args.images * 0.02)
     print(f"one epoch over {trained} CIFAR-shaped images: {history['epochs'][0]['seconds']:.1f} s ({torch.get_num_threads()} threads)")
 

@@ -111,7 +111,7 @@ def test_evaluate_bad_arguments(cli, trained):
 
 def test_test_time_augmentation_averages_turned_copies():
     torch.manual_seed(0)
-    model = ft.build_model(ft.model_config([1, 28, 28], 10, [0.13], [0.3], ft.P4_DIGIT_MODEL)).eval()
+    model = ft.build_model(ft.model_config([1, 28, 28], 10, [0.13], [0.3], ft.P4_CNN)).eval()
     x = torch.rand(6, 1, 28, 28)
     cpu = torch.device("cpu")
     single = ft.predict_logits(model, x, cpu).softmax(1)

@@ -132,21 +132,21 @@ def test_validation_split_is_disjoint_seeded_and_sized():
 def test_augmentation_is_seeded_and_batched():
     x = torch.rand(8, 1, 28, 28)
     rand = torch.rand(8, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    a = ft.augment(x, rand, 10, 0.1, 0.1, hflip=True)
-    assert a.shape == x.shape and torch.equal(a, ft.augment(x, rand.clone(), 10, 0.1, 0.1, hflip=True)) and not torch.equal(a, x)
+    a = ft.augment_batch(x, rand, 10, 0.1, 0.1, hflip=True)
+    assert a.shape == x.shape and torch.equal(a, ft.augment_batch(x, rand.clone(), 10, 0.1, 0.1, hflip=True)) and not torch.equal(a, x)
 
 
 def test_slant_stretch_and_cutout_augmentation():
     x = torch.ones(4, 1, 28, 28)
     rand = torch.zeros(4, 9)
     rand[:, 7:9] = torch.tensor([[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]])  # square centres: corners, middle, edge
-    plain = ft.augment(x, rand, 10, 0.1, 0.1, hflip=False)
-    blanked = ft.augment(x, rand, 10, 0.1, 0.1, hflip=False, cutout=9)
+    plain = ft.augment_batch(x, rand, 10, 0.1, 0.1, hflip=False)
+    blanked = ft.augment_batch(x, rand, 10, 0.1, 0.1, hflip=False, cutout=9)
     holes = (blanked == 0) & (plain != 0)
     assert holes[1].sum() == 81 and holes[1, 0, 10:19, 10:19].all()  # a 9 × 9 square in the middle
     assert holes[0].sum() == 25 and holes[0, 0, :5, :5].all()  # clipped at the corner
     rand[:, 5:7] = torch.tensor([1.0, 1.0])
-    slanted = ft.augment(x, rand, 10, 0.1, 0.1, hflip=False, shear=0.3, aspect=0.15)
+    slanted = ft.augment_batch(x, rand, 10, 0.1, 0.1, hflip=False, shear=0.3, aspect=0.15)
     assert not torch.allclose(slanted, plain)
     assert ft.augment_randoms(ft.DIGIT_AUGMENT) == 5 and ft.augment_randoms(ft.ROTATED_DIGIT_AUGMENT) == 9
 
