@@ -185,12 +185,6 @@ def save_figure(fig, path: Path) -> Path:
 # ----------------------------------------------------------------------------- data: readers of each format, finding, downloading, building
 
 
-DEFAULT_DATA_DIR = Path("data/corruptedmnist")
-
-
-COURSE_DATA_DIR = Path("data/corruptmnist")  # the name the course's own code uses
-
-
 SAMPLE_DATA_DIR = ROOT / "data" / "sample_corruptedmnist"
 
 
@@ -274,7 +268,11 @@ def check_images(images: np.ndarray, path: Path, shape: tuple[int, int, int] = (
         raise UserError(f"{path}: images have dtype {images.dtype}, expected uint8 or float")
     if not np.isfinite(images).all():
         raise UserError(f"{path}: images contain NaN or infinite pixels")
-    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    low, high = (float(images.min()), float(images.max())) if images.numel() else (0.0, 1.0)
+    if low < 0 or high > 1:  # standardised pixels (the course's data/processed files): back to 0..1, background 0
+        images = (images - low) / max(high - low, 1e-12)
+    return images
 
 
 def check_labels(labels: np.ndarray, n_images: int, path: Path, num_classes: int = 10) -> Tensor:
@@ -289,69 +287,136 @@ def check_labels(labels: np.ndarray, n_images: int, path: Path, num_classes: int
     return torch.from_numpy(labels.astype(np.int64))
 
 
+MEMINFO = Path("/proc/meminfo")
+
+
+def available_memory() -> int | None:
+    """Bytes a new allocation can have: MemAvailable on Linux, available physical memory on Windows, physical memory on
+    macOS (which names no "available" figure); None where none can be had."""
+    with contextlib.suppress(OSError, ValueError, AttributeError, IndexError):
+        if MEMINFO.is_file():
+            for line in MEMINFO.read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        if sys.platform == "win32":
+            return _windows_available_memory()
+        names = getattr(os, "sysconf_names", {})
+        if hasattr(os, "sysconf") and "SC_PAGE_SIZE" in names and "SC_PHYS_PAGES" in names:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
+
+
+def _windows_available_memory() -> int | None:
+    """ullAvailPhys of GlobalMemoryStatusEx (kernel32)."""
+    import ctypes
+
+    class MemoryStatusEx(ctypes.Structure):
+        _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong)] + [
+            (name, ctypes.c_ulonglong)
+            for name in (
+                "ullTotalPhys",
+                "ullAvailPhys",
+                "ullTotalPageFile",
+                "ullAvailPageFile",
+                "ullTotalVirtual",
+                "ullAvailVirtual",
+                "ullAvailExtendedVirtual",
+            )
+        ]
+
+    status = MemoryStatusEx()
+    status.dwLength = ctypes.sizeof(status)
+    return int(status.ullAvailPhys) if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)) else None
+
+
+def _float32_bytes(path: Path) -> int:
+    """Bytes a data file takes once its arrays are float32 (from the array headers; the file size where they can't be read)."""
+    with contextlib.suppress(Exception):  # any unreadable header: fall back to the file size, the readers say what is wrong
+        if path.suffix == ".npz":
+            total = 0
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    with z.open(info) as f:
+                        major, _ = np.lib.format.read_magic(f)
+                        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                        total += 4 * math.prod(read_header(f)[0])
+            return total
+        if path.suffix == ".pt":
+            return 4 * torch.load(path, map_location="cpu", weights_only=True, mmap=True).numel()
+    return path.stat().st_size
+
+
 def _check_fits_in_memory(files: list[Path]) -> None:
-    """Refuse a data folder that cannot fit in memory as float32, before reading any of it."""
-    need = 0
-    for f in files:
-        if f.suffix == ".npz" and zipfile.is_zipfile(f):
-            with zipfile.ZipFile(f) as z:
-                need += sum(i.file_size for i in z.infolist())
-        else:
-            need += f.stat().st_size
-    need *= 4  # uint8 pixels become float32
-    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") if hasattr(os, "sysconf") else 0
+    """Refuse a data folder that cannot fit in memory as float32, before reading any of it (skipped where no figure exists)."""
+    need = sum(_float32_bytes(f) for f in files)
+    available = available_memory()
     if available and need > available:
         raise UserError(
-            f"{files[0].parent}: the data needs about {need / 2**30:.1f} GiB in memory, only {available / 2**30:.1f} GiB is free"
+            f"{files[0].parent}: the data needs about {need / 2**30:.1f} GiB in memory, only {available / 2**30:.1f} GiB is available"
         )
 
 
-def read_corrupted_mnist(folder: Path, classes: list[str] = DIGITS) -> Data:
-    """Read the course layout (train_<i>.npz + test.npz, or train_images_<i>.pt ... test_target.pt)."""
+def corrupted_mnist_layout(folder: Path) -> tuple[str, list[tuple[Path, Path | None]]] | None:
+    """The course layout a folder holds, as (name, [(images file, labels file or None for .npz)], test last); None if none."""
     npz_shards = sorted(folder.glob("train_*.npz"), key=_shard_number)
-    pt_images = sorted(folder.glob("train_images_*.pt"), key=_shard_number)
-    if npz_shards and pt_images:
+    pt_shards = sorted(folder.glob("train_images_*.pt"), key=_shard_number)
+    single = folder / "train_images.pt"
+    if npz_shards and (pt_shards or single.is_file()):
         raise UserError(f"{folder}: mixes the .npz and the .pt layout; keep one of them in the folder")
     if npz_shards:
-        test_file = folder / "test.npz"
-        if not test_file.is_file():
-            raise UserError(f"{folder}: has train shards but no test.npz")
-        _check_fits_in_memory([*npz_shards, test_file])
-        parts = [(p, *_read_npz(p)) for p in [*npz_shards, test_file]]
-    elif pt_images:
-        pairs = [(p, p.with_name(p.name.replace("train_images_", "train_target_"))) for p in pt_images]
-        pairs.append((folder / "test_images.pt", folder / "test_target.pt"))
-        for pair in pairs:
-            for p in pair:
-                if not p.is_file():
-                    raise UserError(f"{folder}: {p.name} is missing (each *_images*.pt needs its *_target*.pt)")
-        _check_fits_in_memory([p for pair in pairs for p in pair])
-        parts = [(img, _read_pt(img), _read_pt(tgt)) for img, tgt in pairs]
-    else:
-        if not any(folder.iterdir()):
-            raise UserError(f"{folder} is empty; {GET_DATA_HINT} --out={folder}")
-        if any(folder.glob("*idx3-ubyte*")):
-            raise UserError(
-                f"{folder}: holds raw MNIST IDX files, not corrupted MNIST; build it with: "
-                f"python fashion_trainer.py prepare --source={folder}"
-            )
-        raise UserError(
-            f"{folder}: no train_<i>.npz or train_images_<i>.pt shards "
-            f"(looked for the {DEFAULT_DATA_DIR} / {COURSE_DATA_DIR} layout); {GET_DATA_HINT}"
-        )
+        return f"npz layout, {len(npz_shards)} train shards", [(p, None) for p in npz_shards] + [(folder / "test.npz", None)]
+    images = pt_shards or ([single] if single.is_file() else [])
+    if not images:
+        return None
+    pairs = [(p, p.with_name(p.name.replace("train_images", "train_target"))) for p in images]
+    name = f".pt layout, {len(pt_shards)} train shards" if pt_shards else ".pt layout, one train file"
+    return name, [*pairs, (folder / "test_images.pt", folder / "test_target.pt")]
+
+
+def read_corrupted_mnist(folder: Path, classes: list[str] = DIGITS, train: bool = True) -> Data:
+    """Read a course layout: train_<i>.npz + test.npz, train_images_<i>.pt + train_target_<i>.pt, or train_images.pt +
+    train_target.pt, each with its test file(s); train=False reads the test split alone."""
+    layout = corrupted_mnist_layout(folder)
+    if layout is None:
+        raise UserError(f"{folder}: {_no_layout_reason(folder)}")
+    files = layout[1] if train else layout[1][-1:]
+    for images, labels in files:
+        for p in (images, labels):
+            if p is not None and not p.is_file():
+                raise UserError(f"{folder}: {p.name} is missing (the layout needs {images.name} and its partner files)")
+    _check_fits_in_memory([p for pair in files for p in pair if p is not None])
     checked = []
-    for path, images, labels in parts:
-        x = check_images(images, path)
-        checked.append((x, check_labels(labels, len(x), path)))
-    train = checked[:-1]
+    for images_file, labels_file in files:
+        images, labels = _read_npz(images_file) if labels_file is None else (_read_pt(images_file), _read_pt(labels_file))
+        x = check_images(images, images_file)
+        checked.append((x, check_labels(labels, len(x), labels_file or images_file)))
+    train_parts = checked[:-1] or [(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.int64))]
     return Data(
-        train_images=torch.cat([x for x, _ in train]),
-        train_labels=torch.cat([y for _, y in train]),
+        train_images=torch.cat([x for x, _ in train_parts]),
+        train_labels=torch.cat([y for _, y in train_parts]),
         test_images=checked[-1][0],
         test_labels=checked[-1][1],
         classes=classes,
         source=str(folder),
     )
+
+
+LAYOUTS = "train_<i>.npz + test.npz, train_images_<i>.pt + train_target_<i>.pt, or train_images.pt + train_target.pt, with test_images.pt + test_target.pt"
+
+
+def _contents(folder: Path) -> str:
+    """A few of the names in a folder, for error messages."""
+    names = sorted(p.name for p in folder.iterdir())
+    return ", ".join(names[:6]) + (f", … ({len(names)} in all)" if len(names) > 6 else "") if names else "nothing"
+
+
+def _no_layout_reason(folder: Path) -> str:
+    """Why a folder holds no corrupted-MNIST layout, naming what it does hold."""
+    if not any(folder.iterdir()):
+        return f"is empty; {GET_DATA_HINT} --out={folder}"
+    if any(folder.glob("*idx3-ubyte*")):
+        return f"holds raw MNIST IDX files, not corrupted MNIST; build it with: python fashion_trainer.py prepare --source={folder}"
+    return f"no corrupted-MNIST files ({LAYOUTS}); it holds {_contents(folder)}. Pass --data_dir=FOLDER that holds them, or {GET_DATA_HINT}"
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -540,16 +605,43 @@ def fetch(dataset: str, folder: Path, mirrors: tuple[str, ...], offline_hint: st
     return folder
 
 
+# Where corrupted MNIST is looked for without --data_dir, in this order: our own `prepare` output, then the folder
+# names of the course's years (its data exercise writes data/processed/), then the bundled sample.
+DATA_SEARCH = tuple(
+    Path(p)
+    for p in (
+        "data/corruptedmnist",
+        "data/corruptmnist",
+        "data/corruptmnist_v2",
+        "data/corruptmnist_v1",
+        "data/raw/corruptedmnist",
+        "data/raw/corruptmnist",
+        "data/raw/corruptmnist_v2",
+        "data/raw/corruptmnist_v1",
+        "data/raw",
+        "data/processed",
+    )
+)
+
+
 def resolve_data_dir(data_dir: str | None) -> Path:
-    """Pick the data folder: the explicit one, the default one, the course's name, or the bundled sample."""
+    """Pick the corrupted-MNIST folder: --data_dir, else the first of DATA_SEARCH holding a layout, else the bundled sample."""
     if data_dir is not None:
         return existing_dir(data_dir, f"{GET_DATA_HINT} --out={data_dir}")
-    for path in (DEFAULT_DATA_DIR, COURSE_DATA_DIR):
-        if path.is_dir():
-            return path
+    looked = [folder for folder in DATA_SEARCH if folder.is_dir()]
+    for folder in looked:
+        layout = corrupted_mnist_layout(folder)
+        if layout is not None:
+            print(f"data: {folder} ({layout[0]})", file=sys.stderr)
+            return folder
+    if looked:
+        held = "; ".join(f"{folder} holds {_contents(folder)}" for folder in looked)
+        raise UserError(
+            f"no corrupted-MNIST files ({LAYOUTS}) where they are looked for: {held}. Pass --data_dir=FOLDER, or {GET_DATA_HINT}"
+        )
     print(
-        f"note: no {DEFAULT_DATA_DIR}/ (or {COURSE_DATA_DIR}/) here, so using the bundled 5,000-digit sample; "
-        f"for the full 25k/10k data run: python fashion_trainer.py prepare",
+        f"note: no corrupted-MNIST folder here ({DATA_SEARCH[0]}/, data/corruptmnist*/, data/raw/, data/processed/), "
+        f"so using the bundled 5,000-digit sample; for the full data: python fashion_trainer.py prepare",
         file=sys.stderr,
     )
     return SAMPLE_DATA_DIR
@@ -912,7 +1004,7 @@ def prepare(
         data = spec.reader(folder, spec.classes)
         print(f"{dataset} is ready in {folder}: {len(data.train_images)} train / {len(data.test_images)} test images")
         return
-    out = str(DEFAULT_DATA_DIR) if out is None else out
+    out = str(DATA_SEARCH[0]) if out is None else out
     _check_float("degrees", degrees, 0, 180, low_open=False, high_open=False)
     _check_int("train_shards", train_shards, 1)
     _check_int("shard_size", shard_size, 1)

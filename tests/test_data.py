@@ -63,10 +63,10 @@ def _break(folder: Path, case: str) -> tuple[str, ...]:
     if case == "no shards":
         for p in folder.glob("train_*.npz"):
             p.unlink()
-        return ("no train_<i>.npz", "prepare")
+        return ("no corrupted-MNIST files", "holds test.npz", "--data_dir", "prepare")
     if case == "no test file":
         (folder / "test.npz").unlink()
-        return ("no test.npz",)
+        return ("test.npz is missing",)
     if case == "mixed layouts":
         torch.save(torch.zeros(2, 28, 28), folder / "train_images_0.pt")
         return ("mixes",)
@@ -194,17 +194,157 @@ def test_default_folder_falls_back_to_bundled_sample_and_says_so(tmp_path, monke
     assert np.bincount(data.train_labels.numpy()).tolist() == [400] * 10
 
 
-def test_course_folder_name_is_accepted(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write_course_npz(tmp_path / "data" / "corruptmnist")
-    assert ft.resolve_data_dir(None) == Path("data/corruptmnist")
+def _no_memory_figures(monkeypatch, tmp_path):
+    """A machine where none of the ways to read free memory works, unless a test adds one back."""
+    monkeypatch.setattr(ft, "MEMINFO", tmp_path / "no-proc" / "meminfo")
+    monkeypatch.setattr(ft.sys, "platform", "darwin")
+    monkeypatch.setattr(ft.os, "sysconf_names", {}, raising=False)
 
 
-def test_folder_larger_than_memory_is_refused_before_loading(tmp_path, monkeypatch):
+def test_linux_memory_check_reads_memavailable_not_free_memory(tmp_path, monkeypatch):
     folder = write_course_npz(tmp_path / "d")
-    monkeypatch.setattr(ft.os, "sysconf", lambda name: 1)  # pretend 1 byte of free memory
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemFree:            100 kB\nMemAvailable:    8000000 kB\n")
+    monkeypatch.setattr(ft, "MEMINFO", meminfo)
+    assert ft.available_memory() == 8000000 * 1024
+    ft.read_corrupted_mnist(folder)  # little free, plenty available (page cache): reads
+    meminfo.write_text("MemTotal: 16000000 kB\nMemAvailable: 1 kB\n")
+    with pytest.raises(ft.UserError, match="GiB in memory, only 0.0 GiB is available"):
+        ft.read_corrupted_mnist(folder)
+
+
+def test_macos_memory_check_uses_physical_memory_without_the_linux_only_sysconf_name(tmp_path, monkeypatch):
+    folder = write_course_npz(tmp_path / "d")
+    _no_memory_figures(monkeypatch, tmp_path)
+    names = {"SC_PAGE_SIZE": 29, "SC_PHYS_PAGES": 200}  # macOS has these, not SC_AVPHYS_PAGES
+
+    def sysconf(name):
+        if name not in names:
+            raise ValueError(f"unrecognized configuration name {name!r}")
+        return {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 4 * 2**20}[name]
+
+    monkeypatch.setattr(ft.os, "sysconf_names", names, raising=False)
+    monkeypatch.setattr(ft.os, "sysconf", sysconf, raising=False)
+    assert ft.available_memory() == 16 * 2**30
+    assert ft.read_corrupted_mnist(folder).train_images.shape[0] == 200
+    names.pop("SC_PHYS_PAGES")  # a figure that cannot be had: the check is skipped, never a traceback
+    assert ft.available_memory() is None
+    assert ft.read_corrupted_mnist(folder).train_images.shape[0] == 200
+
+
+def test_windows_memory_check_asks_kernel32(tmp_path, monkeypatch):
+    import ctypes
+
+    folder = write_course_npz(tmp_path / "d")
+    _no_memory_figures(monkeypatch, tmp_path)
+    monkeypatch.setattr(ft.sys, "platform", "win32")
+    monkeypatch.delattr(ft.os, "sysconf", raising=False)  # Windows has no sysconf at all
+    free = {"bytes": 3 * 2**30}
+
+    def global_memory_status_ex(pointer):
+        pointer._obj.ullAvailPhys = free["bytes"]
+        return 1
+
+    kernel32 = type("Kernel32", (), {"GlobalMemoryStatusEx": staticmethod(global_memory_status_ex)})
+    monkeypatch.setattr(ctypes, "windll", type("WinDLL", (), {"kernel32": kernel32}), raising=False)
+    assert ft.available_memory() == 3 * 2**30
+    ft.read_corrupted_mnist(folder)
+    free["bytes"] = 1000
     with pytest.raises(ft.UserError, match="GiB in memory"):
         ft.read_corrupted_mnist(folder)
+
+
+def test_no_way_to_read_memory_skips_the_check(tmp_path, monkeypatch):
+    folder = write_course_npz(tmp_path / "d")
+    _no_memory_figures(monkeypatch, tmp_path)
+    monkeypatch.delattr(ft.os, "sysconf", raising=False)
+    assert ft.available_memory() is None
+    assert ft.read_corrupted_mnist(folder).test_images.shape[0] == 50
+
+
+def test_memory_need_counts_float32_pt_files_once_and_uint8_four_times(tmp_path):
+    torch.save(torch.zeros(100, 28, 28), tmp_path / "f.pt")
+    torch.save(torch.zeros(100, 28, 28, dtype=torch.uint8), tmp_path / "u.pt")
+    np.savez(tmp_path / "u.npz", images=np.zeros((100, 28, 28), np.uint8), labels=np.zeros(100, np.int64))
+    assert ft._float32_bytes(tmp_path / "f.pt") == ft._float32_bytes(tmp_path / "u.pt") == 4 * 100 * 784
+    assert ft._float32_bytes(tmp_path / "u.npz") == 4 * (100 * 784 + 100)
+
+
+# ----------------------------------------------------------------------------- the course's layouts and folders
+
+
+def _course_pt(folder: Path, shards: int = 6, per: int = 20, test: int = 10, normalise: bool = False) -> Path:
+    """A tiny copy of the course's corruptmnist_v1 (.pt shards of float images) or, with shards=0, data/processed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = torch.arange(max(shards, 1) * per + test) % 10
+    images = torch.from_numpy(digit_images(labels.numpy())).float() / 255
+    if normalise:  # what the course's data exercise writes: mean 0, std 1
+        images = (images - images.mean()) / images.std()
+    if shards:
+        for i in range(shards):
+            torch.save(images[i * per : (i + 1) * per].clone(), folder / f"train_images_{i}.pt")
+            torch.save(labels[i * per : (i + 1) * per].clone(), folder / f"train_target_{i}.pt")
+    else:
+        torch.save(images[:per].clone(), folder / "train_images.pt")
+        torch.save(labels[:per].clone(), folder / "train_target.pt")
+    torch.save(images[-test:].clone(), folder / "test_images.pt")
+    torch.save(labels[-test:].clone(), folder / "test_target.pt")
+    return folder
+
+
+def test_single_file_layout_of_the_data_exercise_is_read_and_unstandardised(tmp_path):
+    folder = _course_pt(tmp_path / "processed", shards=0, per=30, normalise=True)
+    data = ft.read_corrupted_mnist(folder)
+    assert data.train_images.shape == (30, 1, 28, 28) and data.test_images.shape == (10, 1, 28, 28)
+    assert float(data.train_images.min()) == 0.0 and abs(float(data.train_images.max()) - 1) < 1e-6
+    raw = torch.from_numpy(digit_images((torch.arange(40) % 10).numpy())).float() / 255
+    assert torch.allclose(data.train_images[:, 0], raw[:30], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("folder", "layout"),
+    [
+        ("data/corruptmnist", "npz layout"),
+        ("data/corruptmnist_v1", ".pt layout, 6 train shards"),
+        ("data/raw/corruptmnist_v2", ".pt layout, 6 train shards"),
+        ("data/raw", ".pt layout, 6 train shards"),
+        ("data/processed", ".pt layout, one train file"),
+    ],
+)
+def test_course_folders_are_found_and_named_on_stderr(tmp_path, monkeypatch, capsys, folder, layout):
+    monkeypatch.chdir(tmp_path)
+    if layout == "npz layout":
+        write_course_npz(tmp_path / folder)
+    else:
+        _course_pt(tmp_path / folder, shards=0 if "one train file" in layout else 6)
+    assert ft.resolve_data_dir(None) == Path(folder)
+    assert f"data: {folder} ({layout}" in capsys.readouterr().err
+
+
+def test_search_order_prefers_our_folder_then_the_course_names_then_raw_then_processed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _course_pt(tmp_path / "data" / "processed", shards=0)
+    (tmp_path / "data" / "raw").mkdir()
+    (tmp_path / "data" / "raw" / "notes.txt").write_text("the raw files are elsewhere")  # no layout: passed over
+    assert ft.resolve_data_dir(None) == Path("data/processed")
+    _course_pt(tmp_path / "data" / "raw" / "corruptmnist_v1")
+    assert ft.resolve_data_dir(None) == Path("data/raw/corruptmnist_v1")
+    write_course_npz(tmp_path / "data" / "corruptedmnist")
+    assert ft.resolve_data_dir(None) == Path("data/corruptedmnist")
+
+
+def test_folders_without_any_layout_are_an_error_naming_what_was_found(cli, tmp_path):
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / "corruptmnist.zip").write_bytes(b"PK")
+    code, _, err = cli("train", "--epochs=1")
+    assert_one_line_error(code, err, "data/raw holds corruptmnist.zip", "--data_dir", "prepare")
+
+
+def test_train_reads_the_course_v1_layout(cli, tmp_path):
+    _course_pt(tmp_path / "data" / "corruptmnist_v1")
+    code, out, err = cli("train", "--epochs=1", "--batch_size=32", "--out=run")
+    assert code == 0, err
+    assert "data: data/corruptmnist_v1 (.pt layout, 6 train shards)" in err and "training on 120 corruptedmnist images" in err
 
 
 # ----------------------------------------------------------------------------- IDX and prepare
