@@ -209,7 +209,7 @@ def test_linux_memory_check_reads_memavailable_not_free_memory(tmp_path, monkeyp
     assert ft.available_memory() == 8000000 * 1024
     ft.read_corrupted_mnist(folder)  # little free, plenty available (page cache): reads
     meminfo.write_text("MemTotal: 16000000 kB\nMemAvailable: 1 kB\n")
-    with pytest.raises(ft.UserError, match="GiB in memory, only 0.0 GiB is available"):
+    with pytest.raises(ft.UserError, match=r"GiB in memory, only 0\.0 GiB is available"):
         ft.read_corrupted_mnist(folder)
 
 
@@ -342,7 +342,7 @@ def test_folders_without_any_layout_are_an_error_naming_what_was_found(cli, tmp_
 
 def test_train_reads_the_course_v1_layout(cli, tmp_path):
     _course_pt(tmp_path / "data" / "corruptmnist_v1")
-    code, out, err = cli("train", "--epochs=1", "--batch_size=32", "--out=run")
+    code, _, err = cli("train", "--epochs=1", "--batch_size=32", "--out=run")
     assert code == 0, err
     assert "data: data/corruptmnist_v1 (.pt layout, 6 train shards)" in err and "training on 120 corruptedmnist images" in err
 
