@@ -443,19 +443,20 @@ def _find_idx(folder: Path, stem: str) -> Path:
     raise UserError(f"{folder}: no {stem}.gz; the folder must hold the four official IDX files ({', '.join(IDX_FILES.values())})")
 
 
-def read_idx_arrays(folder: Path) -> dict[str, np.ndarray]:
-    """The four IDX arrays of MNIST or Fashion-MNIST, checked to be 28×28 images with one label each."""
-    arrays = {key: read_idx(_find_idx(folder, stem)) for key, stem in IDX_FILES.items()}
-    for split in ("train", "test"):
+def read_idx_arrays(folder: Path, splits: tuple[str, ...] = ("train", "test")) -> dict[str, np.ndarray]:
+    """The IDX arrays of MNIST or Fashion-MNIST (both splits, or those named), checked to be 28×28 images with one label each."""
+    arrays = {key: read_idx(_find_idx(folder, stem)) for key, stem in IDX_FILES.items() if key.split("_")[0] in splits}
+    for split in splits:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1 or len(images) != len(labels):
             raise UserError(f"{folder}: the {split} IDX files are not 28×28 images with one label each")
     return arrays
 
 
-def read_idx_dataset(folder: Path, classes: list[str]) -> Data:
-    """MNIST or Fashion-MNIST from its four IDX files."""
-    arrays = read_idx_arrays(folder)
+def read_idx_dataset(folder: Path, classes: list[str], train: bool = True) -> Data:
+    """MNIST or Fashion-MNIST from its four IDX files (the two test files alone with train=False)."""
+    arrays = read_idx_arrays(folder, ("train", "test") if train else ("test",))
+    arrays |= {} if train else {"train_images": np.zeros((0, 28, 28), np.uint8), "train_labels": np.zeros(0, np.uint8)}
     split = {key: check_images(arrays[f"{key}_images"], folder) for key in ("train", "test")}
     return Data(
         train_images=split["train"],
@@ -513,11 +514,11 @@ def _cifar_members(folder: Path) -> dict[str, bytes]:
     return {n: (batches / n).read_bytes() for n in names if (batches / n).is_file()}
 
 
-def read_cifar(folder: Path, classes: list[str] = CIFAR_CLASSES) -> Data:
+def read_cifar(folder: Path, classes: list[str] = CIFAR_CLASSES, train: bool = True) -> Data:
     """CIFAR-10 from the official python archive: pickled dicts with b"data" uint8 [N, 3072] and b"labels"."""
     members = _cifar_members(folder)
     parts = {}
-    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+    for name in [*(f"data_batch_{i}" for i in range(1, 6) if train), "test_batch"]:
         batch = _unpickle_batch(members[name], f"{folder}/{name}")
         if b"data" not in batch or b"labels" not in batch:
             raise UserError(f"{folder}/{name}: missing b'data' or b'labels'")
@@ -530,7 +531,7 @@ def read_cifar(folder: Path, classes: list[str] = CIFAR_CLASSES) -> Data:
         names = _unpickle_batch(members["batches.meta"], f"{folder}/batches.meta").get(b"label_names")
         if isinstance(names, list) and len(names) == 10 and all(isinstance(n, bytes) for n in names):
             classes = [n.decode("utf-8", "replace") for n in names]
-    train = [parts[f"data_batch_{i}"] for i in range(1, 6)]
+    train = [parts[f"data_batch_{i}"] for i in range(1, 6)] if train else [(torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.int64))]
     return Data(
         train_images=torch.cat([x for x, _ in train]),
         train_labels=torch.cat([y for _, y in train]),
@@ -655,17 +656,35 @@ def existing_dir(data_dir: str, hint: str) -> Path:
     return path
 
 
-def rotate_all(images: Tensor, degrees: float, generator: torch.Generator, chunk: int = 8192) -> Tensor:
-    """Rotate every image by its own uniform random angle in ±degrees (the course's corruption)."""
-    angles = (torch.rand(len(images), generator=generator) * 2 - 1) * degrees
-    parts = [affine_warp(images[i : i + chunk], angles[i : i + chunk]) for i in range(0, len(images), chunk)]
+def rotate_all(images: Tensor, angles: Tensor, mode: str = "bilinear", chunk: int = 8192) -> Tensor:
+    """Rotate each image by its angle (degrees, counter-clockwise, about the centre, zero fill), in chunks."""
+    parts = [affine_warp(images[i : i + chunk], angles[i : i + chunk], mode=mode) for i in range(0, len(images), chunk)]
     return torch.cat(parts).clamp_(0, 1)
+
+
+def random_angles(n: int, degrees: float, generator: torch.Generator) -> Tensor:
+    """n uniform random angles in ±degrees."""
+    return (torch.rand(n, generator=generator) * 2 - 1) * degrees
+
+
+def sample_digits(labels: np.ndarray, per_class: int = 500) -> np.ndarray:
+    """Mask of the MNIST training digits the bundled sample is made of: the first 500 of each class (indices 0-5,847)."""
+    mask = np.zeros(len(labels), dtype=bool)
+    for digit in np.unique(labels):
+        mask[np.flatnonzero(labels == digit)[:per_class]] = True
+    return mask
 
 
 def write_npz(path: Path, images: Tensor, labels: Tensor) -> None:
     """Write one course shard: uint8 images [N, 28, 28] and int64 labels."""
     pixels = images.mul(255).round().to(torch.uint8).squeeze(1).numpy()
     np.savez_compressed(path, images=pixels, labels=labels.numpy().astype(np.int64))
+
+
+def write_pt(images_path: Path, images: Tensor, labels: Tensor) -> None:
+    """Write one shard as the course's .pt files: float32 images [N, 28, 28] in 0..1 and int64 targets beside them."""
+    torch.save(images.squeeze(1).clone(), images_path)
+    torch.save(labels.clone(), images_path.with_name(images_path.name.replace("_images", "_target")))
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:
@@ -688,8 +707,10 @@ def affine_warp(
     mirror: Tensor | None = None,
     shears: Tensor | None = None,
     aspects: Tensor | None = None,
+    mode: str = "bilinear",
 ) -> Tensor:
-    """Rotate (counter-clockwise, degrees), scale, shift, mirror (where True), slant and stretch images, each by its own amount."""
+    """Rotate (counter-clockwise, degrees), scale, shift, mirror (where True), slant and stretch images, each by its own amount;
+    mode is grid_sample's interpolation (torchvision's rotate defaults to "nearest")."""
     a = torch.deg2rad(angles_deg.float())
     s = torch.ones_like(a) if scales is None else scales
     cos, sin = torch.cos(a) / s, torch.sin(a) / s
@@ -704,7 +725,7 @@ def affine_warp(
     shift = torch.zeros(len(a), 2, 1) if shifts is None else shifts.view(-1, 2, 1)
     theta = torch.cat([theta, shift.to(theta)], 2).to(images.device, images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
 def augment_randoms(recipe: dict) -> int:
@@ -858,7 +879,7 @@ class DatasetSpec:
 
     classes: list[str]
     input_shape: tuple[int, int, int]
-    reader: Callable[[Path, list[str]], Data]  # reads a folder holding the files into memory
+    reader: Callable[..., Data]  # reader(folder, classes, train=True) reads the files into memory (train=False: the test split alone)
     # file name -> "sha256:<hex>" of the decompressed content (survives a mirror's recompression) or "md5:<hex>" of the file;
     # empty for data that is built, not downloaded
     checksums: dict[str, str] = field(default_factory=dict)
@@ -962,34 +983,43 @@ def locate(dataset: str, data_dir: str | None) -> Path:
     return fetch(dataset, default, spec.mirrors)
 
 
-def load_data(dataset: str, data_dir: str | None) -> Data:
-    """Find a dataset (downloading it if needed) and read it whole."""
+def load_data(dataset: str, data_dir: str | None, train: bool = True) -> Data:
+    """Find a dataset (downloading it if needed) and read it whole, or only its test split (train=False)."""
     spec = _check_dataset(dataset)
-    return spec.reader(locate(dataset, data_dir), spec.classes)
+    return spec.reader(locate(dataset, data_dir), spec.classes, train=train)
+
+
+PREPARE_MODES = ("per-image", "course")
+INTERPOLATIONS = ("nearest", "bilinear")
 
 
 def prepare(
     dataset: str = DEFAULT_DATASET,
     out: str | None = None,
     source: str | None = None,
+    mode: str = "per-image",
     degrees: float = 50.0,
-    train_shards: int = 5,
+    interpolation: str = "nearest",
+    train_shards: int | None = None,
     shard_size: int = 5000,
-    test_size: int = 10000,
+    test_size: int | None = None,
     seed: int = 0,
     mirror: str | None = None,
     force: bool = False,
 ) -> None:
-    """Build corrupted MNIST (rotated ±degrees) in the course layout from MNIST (--source=DIR or a download); or fetch --dataset.
+    """Build corrupted MNIST from MNIST (--source=DIR or a download), per image or as the course's generator does; or fetch --dataset.
 
     Args:
         dataset: corruptedmnist builds it; another name only downloads and checks that dataset
         out: folder to write (default: data/corruptedmnist or data/<dataset>)
         source: folder holding the four official MNIST IDX files (default: download them into data/mnist)
+        mode: per-image (each digit its own angle, npz layout, 5 × 5,000 / 10,000) or course (one angle per shard and one
+            for the test chunk, the course's .pt layout, 6 × 5,000 / 5,000)
         degrees: largest rotation, either way
-        train_shards: number of training shards
+        interpolation: nearest (the course's and torchvision's default) or bilinear
+        train_shards: number of training shards (default: 5 per-image, 6 course)
         shard_size: images per training shard
-        test_size: test images
+        test_size: test images (default: 10,000 per-image, 5,000 course)
         seed: seeds the choice of digits and the angles
         mirror: download from this URL instead of the official mirrors
         force: replace an existing --out
@@ -1004,46 +1034,84 @@ def prepare(
         data = spec.reader(folder, spec.classes)
         print(f"{dataset} is ready in {folder}: {len(data.train_images)} train / {len(data.test_images)} test images")
         return
-    out = str(DATA_SEARCH[0]) if out is None else out
-    _check_float("degrees", degrees, 0, 180, low_open=False, high_open=False)
-    _check_int("train_shards", train_shards, 1)
-    _check_int("shard_size", shard_size, 1)
-    _check_int("test_size", test_size, 1)
-    _check_int("seed", seed, 0)
-    out_dir = Path(str(out)).expanduser()
+    course = _check_choice("mode", mode, PREPARE_MODES) == "course"
+    plan = {
+        "mode": mode,
+        "interpolation": _check_choice("interpolation", interpolation, INTERPOLATIONS),
+        "seed": _check_int("seed", seed, 0),
+    }
+    plan["degrees"] = _check_float("degrees", degrees, 0, 180, low_open=False, high_open=False)
+    plan["train_shards"] = _check_int("train_shards", (6 if course else 5) if train_shards is None else train_shards, 1)
+    plan["shard_size"] = _check_int("shard_size", shard_size, 1)
+    plan["test_size"] = _check_int("test_size", (5000 if course else 10000) if test_size is None else test_size, 1)
+    out_dir = Path(str(out or DATA_SEARCH[0])).expanduser()
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise UsageError(f"--out {out_dir} already holds data; pass --force to rebuild it")
     if source is None:
-        mirrors = (str(mirror),) if mirror else DATASETS["mnist"].mirrors
-        src = fetch("mnist", Path("data/mnist"), mirrors, "then run: python fashion_trainer.py prepare --source=FOLDER")
+        src = fetch(
+            "mnist",
+            Path("data/mnist"),
+            (str(mirror),) if mirror else DATASETS["mnist"].mirrors,
+            "then run: python fashion_trainer.py prepare --source=FOLDER",
+        )
     else:
         src = Path(str(source)).expanduser()
         if not src.is_dir():
             raise UserError(f"--source {src} is not a folder; it must hold the four official MNIST .gz files")
-    arrays = read_idx_arrays(src)
-    n_train = train_shards * shard_size
-    if n_train > len(arrays["train_images"]) or test_size > len(arrays["test_images"]):
+    splits, plan = build_corrupted_mnist(read_idx_arrays(src), plan)
+    write_corrupted_mnist(out_dir, splits, plan)
+    angles = "one angle per shard" if course else "each image its own angle"
+    print(
+        f"wrote {plan['train_shards']} × {plan['shard_size']} train and {plan['test_size']} test images rotated within ±{degrees:g}° "
+        f"({angles}, {interpolation}) to {out_dir}"
+    )
+
+
+def build_corrupted_mnist(arrays: dict[str, np.ndarray], plan: dict) -> tuple[list[tuple[Tensor, Tensor]], dict]:
+    """Rotated train shards and the test split from the MNIST arrays, as the plan says; the plan gains the angles drawn.
+
+    Training digits are drawn from the MNIST training digits outside the bundled sample, so the sample stays held out."""
+    n_train, size = plan["train_shards"] * plan["shard_size"], plan["shard_size"]
+    pool = np.flatnonzero(~sample_digits(arrays["train_labels"]))
+    if n_train > len(pool) or plan["test_size"] > len(arrays["test_images"]):
         raise UsageError(
-            f"asked for {n_train} train / {test_size} test images, MNIST has {len(arrays['train_images'])} / {len(arrays['test_images'])}"
+            f"asked for {n_train} train / {plan['test_size']} test images; MNIST has {len(pool)} training digits outside the "
+            f"bundled sample and {len(arrays['test_images'])} test digits"
         )
-    generator = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(arrays["train_images"]), generator=generator)[:n_train]
-    train_x = torch.from_numpy(arrays["train_images"][pick.numpy()]).float().div_(255).unsqueeze(1)
-    train_y = torch.from_numpy(arrays["train_labels"][pick.numpy()].astype(np.int64))
-    test_x = torch.from_numpy(arrays["test_images"][:test_size]).float().div_(255).unsqueeze(1)
-    test_y = torch.from_numpy(arrays["test_labels"][:test_size].astype(np.int64))
-    train_x, test_x = rotate_all(train_x, degrees, generator), rotate_all(test_x, degrees, generator)
+    generator = torch.Generator().manual_seed(plan["seed"])
+    pick = pool[torch.randperm(len(pool), generator=generator)[:n_train].numpy()]
+    to_float = lambda a: torch.from_numpy(a).float().div_(255).unsqueeze(1)  # noqa: E731
+    train_x, train_y = to_float(arrays["train_images"][pick]), torch.from_numpy(arrays["train_labels"][pick].astype(np.int64))
+    test_x = to_float(arrays["test_images"][: plan["test_size"]])
+    test_y = torch.from_numpy(arrays["test_labels"][: plan["test_size"]].astype(np.int64))
+    if plan["mode"] == "course":  # the course's generator: RandomRotation on a whole chunk turns every image in it alike
+        chunk_angles = random_angles(plan["train_shards"] + 1, plan["degrees"], generator)
+        train_angles, test_angles = chunk_angles[:-1].repeat_interleave(size), chunk_angles[-1].expand(len(test_x))
+        plan |= {"train_angles": [round(float(a), 3) for a in chunk_angles[:-1]], "test_angle": round(float(chunk_angles[-1]), 3)}
+    else:
+        train_angles, test_angles = (
+            random_angles(n_train, plan["degrees"], generator),
+            random_angles(len(test_x), plan["degrees"], generator),
+        )
+    train_x = rotate_all(train_x, train_angles, plan["interpolation"])
+    test_x = rotate_all(test_x, test_angles, plan["interpolation"])
+    shards = [(train_x[i : i + size], train_y[i : i + size]) for i in range(0, n_train, size)]
+    return [*shards, (test_x, test_y)], plan
+
+
+def write_corrupted_mnist(out_dir: Path, splits: list[tuple[Tensor, Tensor]], plan: dict) -> None:
+    """Write the shards (npz per-image, the course's .pt layout in course mode) and prepare.json, all or nothing."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
     try:
-        for i in tqdm(range(train_shards), desc="write shards"):
-            sl = slice(i * shard_size, (i + 1) * shard_size)
-            write_npz(tmp / f"train_{i}.npz", train_x[sl], train_y[sl])
-        write_npz(tmp / "test.npz", test_x, test_y)
+        course = plan["mode"] == "course"
+        names = [f"train_images_{i}.pt" if course else f"train_{i}.npz" for i in range(len(splits) - 1)]
+        for name, (x, y) in zip([*names, "test_images.pt" if course else "test.npz"], tqdm(splits, desc="write shards")):
+            (write_pt if course else write_npz)(tmp / name, x, y)
+        atomic_write_text(json.dumps(plan, indent=1) + "\n", tmp / "prepare.json")
         _replace_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"wrote {train_shards} × {shard_size} train and {test_size} test images rotated ±{degrees:g}° to {out_dir}")
 
 
 # ----------------------------------------------------------------------------- training
@@ -1664,7 +1732,7 @@ def evaluate(
     dataset = ckpt.get("train_config", {}).get("dataset", DEFAULT_DATASET) if dataset is None else dataset
     _check_dataset(dataset)
     model = model_from_checkpoint(ckpt, checkpoint).to(torch_device)
-    data = load_data(dataset, data_dir)
+    data = load_data(dataset, data_dir, train=False)  # the training split is never used here: not even read
     trained_on = list(ckpt["model_config"]["input_shape"])
     if list(data.test_images.shape[1:]) != trained_on:
         raise UserError(
@@ -1691,7 +1759,19 @@ def evaluate(
         print(f"confusion matrix: {plot_path}", file=sys.stderr)
     except OSError as exc:
         print(f"warning: could not write {plot_path} ({exc}); pass --plot=PATH", file=sys.stderr)
-    print(f"Test accuracy: {100 * correct / max(total, 1):.2f}% ({correct}/{total})")
+    print(f"Test accuracy: {100 * correct / max(total, 1):.2f}% ({correct}/{total}){_sample_caution(ckpt, data)}")
+
+
+def _sample_caution(ckpt: dict, data: Data) -> str:
+    """A note for the result line when a checkpoint trained on other data is scored on the bundled sample."""
+    on_sample = Path(data.source).resolve() == SAMPLE_DATA_DIR.resolve()
+    trained_on_sample = Path(str(ckpt.get("train_config", {}).get("data_dir"))).resolve() == SAMPLE_DATA_DIR.resolve()
+    if not on_sample or trained_on_sample:
+        return ""
+    return (
+        " (on the bundled sample, whose digits are MNIST training digits: the course's data and other builds may hold them,"
+        " so this can overstate the accuracy; pass --data_dir)"
+    )
 
 
 # ----------------------------------------------------------------------------- inspection
@@ -1705,11 +1785,11 @@ def _imshow(ax, image: Tensor) -> None:
     ax.set_yticks([])
 
 
-def _inspect_data(dataset: str | None, data_dir: str | None, ckpt: dict | None) -> tuple[str, Data]:
+def _inspect_data(dataset: str | None, data_dir: str | None, ckpt: dict | None, train: bool = True) -> tuple[str, Data]:
     """The dataset an inspection command works on: --dataset, else the checkpoint's, else corruptedmnist."""
     if dataset is None:
         dataset = ckpt["train_config"].get("dataset", DEFAULT_DATASET) if ckpt else DEFAULT_DATASET
-    return str(dataset), load_data(str(dataset), data_dir)
+    return str(dataset), load_data(str(dataset), data_dir, train=train)
 
 
 def show(
@@ -1733,7 +1813,7 @@ def show(
     _check_choice("split", split, ("train", "test"))
     _check_int("n", n, 1)
     ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
-    dataset, data = _inspect_data(dataset, data_dir, ckpt)
+    dataset, data = _inspect_data(dataset, data_dir, ckpt, train=split == "train")
     images, labels = (data.train_images, data.train_labels) if split == "train" else (data.test_images, data.test_labels)
     images, labels = images[:n], labels[:n]
     predictions = None
@@ -1797,7 +1877,7 @@ def mc_dropout(
     model = model_from_checkpoint(ckpt, checkpoint)
     if not enable_mc_dropout(model):
         raise UserError(f"{checkpoint}: the model has no dropout layer, so Monte-Carlo dropout has nothing to sample")
-    dataset, data = _inspect_data(dataset, data_dir, ckpt)
+    dataset, data = _inspect_data(dataset, data_dir, ckpt, train=False)
     if index >= len(data.test_images):
         raise UsageError(f"--index must be below {len(data.test_images)}, the size of the {dataset} test split; got {index}")
     torch.manual_seed(seed)

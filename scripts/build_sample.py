@@ -53,8 +53,8 @@ def main() -> None:
     train_idx, test_idx = rng.permutation(np.concatenate(train_idx)), rng.permutation(np.concatenate(test_idx))
     generator = torch.Generator().manual_seed(SEED)
     to_float = lambda a: torch.from_numpy(a).float().div(255).unsqueeze(1)  # noqa: E731
-    train_x = ft.rotate_all(to_float(images[train_idx]), DEGREES, generator)
-    test_x = ft.rotate_all(to_float(images[test_idx]), DEGREES, generator)
+    train_x = ft.rotate_all(to_float(images[train_idx]), ft.random_angles(len(train_idx), DEGREES, generator))
+    test_x = ft.rotate_all(to_float(images[test_idx]), ft.random_angles(len(test_idx), DEGREES, generator))
     train_y, test_y = torch.from_numpy(labels[train_idx]), torch.from_numpy(labels[test_idx])
     OUT.mkdir(parents=True, exist_ok=True)
     per_shard = len(train_idx) // SHARDS

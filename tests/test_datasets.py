@@ -188,7 +188,7 @@ def test_prepare_fetches_a_dataset_into_its_folder(cli, tmp_path, monkeypatch):
     finally:
         server.close()
     assert code == 0, err
-    assert "40 train / 20 test" in out and sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(sums)
+    assert "5020 train / 20 test" in out and sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(sums)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "fashion-mnist").is_dir(), reason="../shared/data/fashion-mnist is absent")
