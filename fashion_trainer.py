@@ -81,6 +81,12 @@ class Interrupted(UserError):
     exit_code = 130
 
 
+class RunFinished(UserError):
+    """`train --out=RUN` where RUN already holds a finished run: nothing is overwritten (exit status 3)."""
+
+    exit_code = 3
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (or its type), for one-line errors."""
     text = str(exc).strip()
@@ -148,10 +154,13 @@ def plain(value: object) -> object:
     return json.loads(json.dumps(value))
 
 
-def atomic_save(obj: object, path: Path) -> None:
-    """torch.save through a temporary file and os.replace, so a crash never leaves half a checkpoint."""
+def atomic_save(obj: object, path: Path, previous: Path | None = None) -> None:
+    """torch.save through a temporary file and os.replace, so a crash never leaves half a checkpoint; with `previous`,
+    the file it replaces is kept under that name (a synced folder such as Google Drive can still lose the newest)."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
+    if previous is not None and path.exists():
+        os.replace(path, previous)
     os.replace(tmp, path)
 
 
@@ -722,8 +731,8 @@ def affine_warp(
         theta = theta @ torch.stack([torch.stack([1 / r, k * r], 1), torch.stack([zero, r], 1)], 1)
     if mirror is not None:
         theta[:, :, 0] *= 1 - 2 * mirror.float()[:, None]  # reading x from -x flips left and right
-    shift = torch.zeros(len(a), 2, 1) if shifts is None else shifts.view(-1, 2, 1)
-    theta = torch.cat([theta, shift.to(theta)], 2).to(images.device, images.dtype)
+    shift = torch.zeros(len(a), 2, 1, device=a.device) if shifts is None else shifts.view(-1, 2, 1)
+    theta = torch.cat([theta, shift.to(theta)], 2).to(images.device, images.dtype)  # a no-op where the angles live with the images
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
@@ -752,7 +761,7 @@ def augment_batch(
         h, w = out.shape[-2:]
         cy = ((rand[:, 7] + 1) / 2 * (h - 1)).round().view(-1, 1, 1)
         cx = ((rand[:, 8] + 1) / 2 * (w - 1)).round().view(-1, 1, 1)
-        rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+        rows, cols = torch.arange(h, device=rand.device).view(1, h, 1), torch.arange(w, device=rand.device).view(1, 1, w)
         inside = ((rows - cy).abs() <= cutout // 2) & ((cols - cx).abs() <= cutout // 2)
         out = out.masked_fill(inside.unsqueeze(1).to(out.device), 0.0)
     return out
@@ -803,7 +812,14 @@ class P4Conv(nn.Module):
         # where each entry of the full [c_out*4, c_in*turns_in, 3, 3] filter bank is taken from: one gather per step
         ids = torch.arange(self.weight.numel(), dtype=torch.float64).view(c_out, c_in, turns_in, 3, 3)
         turned = [torch.rot90(ids if lift else ids.roll(k, dims=2), k, dims=(3, 4)) for k in range(4)]
-        self.register_buffer("index", torch.stack(turned, 1).reshape(c_out * 4, c_in * turns_in, 3, 3).long(), persistent=False)
+        # a plain attribute, not a buffer: DDP would broadcast every buffer at every step, and it never changes
+        self.index = torch.stack(turned, 1).reshape(c_out * 4, c_in * turns_in, 3, 3).long()
+
+    def _apply(self, fn, recurse: bool = True):
+        """Move (and lay out) the index with the weights, as a buffer would be."""
+        super()._apply(fn, recurse)
+        self.index = fn(self.index)
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight.reshape(-1)[self.index], padding=1)
@@ -1126,9 +1142,14 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def device_available(name: str) -> bool:
+    """Whether --device=name can be used here."""
+    return {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(name, lambda: True)()
+
+
 def pick_device(name: str) -> torch.device:
     """Resolve --device: auto picks CUDA, then Apple MPS, then CPU; an unavailable one is an error."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    cuda, mps = device_available("cuda"), device_available("mps")
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if name == "cuda" and not cuda:
@@ -1136,6 +1157,23 @@ def pick_device(name: str) -> torch.device:
     if name == "mps" and not mps:
         raise UsageError("--device=mps but Apple MPS is not available here; use --device=auto or cpu")
     return torch.device(name)
+
+
+@dataclass(frozen=True)
+class DeviceUse:
+    """How training uses a device, decided by its type alone (so it is tested on any machine)."""
+
+    data_on_device: bool  # the whole dataset is copied once; batches are indexed where the model is
+    random_on_device: bool  # order and augmentation numbers are drawn there: no step waits for a host copy
+    non_blocking: bool  # asynchronous host-to-device copies (on MPS they can read memory already freed)
+    channels_last: bool  # faster convolutions (on MPS, channels-last batch norm has given wrong results)
+    fused_adamw: bool  # one optimizer kernel, and GradScaler.step needs no .item()
+
+    @classmethod
+    def of(cls, device: torch.device) -> DeviceUse:
+        """The policy for a device."""
+        cuda, mps = device.type == "cuda", device.type == "mps"
+        return cls(data_on_device=cuda or mps, random_on_device=cuda, non_blocking=cuda, channels_last=not mps, fused_adamw=cuda)
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -1149,7 +1187,10 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # bf16 only where the GPU computes in it (compute capability 8.0 and later, ROCm); torch.cuda.is_bf16_supported()
+        # also says yes where bf16 is merely emulated (a T4: slow, and Inductor has no bf16 code for it)
+        native = torch.version.hip is not None or torch.cuda.get_device_capability(device) >= (8, 0)
+        return torch.bfloat16 if native else torch.float16
     if device.type == "cpu":
         # bf16 doubles CPU training speed on AVX512-BF16/AMX chips and slows it down elsewhere
         native = (
@@ -1305,13 +1346,15 @@ class TrainingState:
     the optimizer, schedule and gradient scaler, the random-number streams, the counters, the best epoch, the history."""
 
     def __init__(self, config: TrainConfig, net_config: dict, device: torch.device, total_steps: int, ranks: Ranks):
-        self.device = device
-        self.model = build_model(net_config).to(device, memory_format=torch.channels_last)
+        self.device, self.seed, self.use = device, config.seed, DeviceUse.of(device)
+        self.memory_format = torch.channels_last if self.use.channels_last else torch.contiguous_format
+        self.model = build_model(net_config).to(device, memory_format=self.memory_format)
         ddp = self.model if ranks.world == 1 else nn.parallel.DistributedDataParallel(self.model, device_ids=_ddp_ids(device))
         self.net = torch.compile(ddp) if config.compile else ddp  # what the training steps call
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        fused = {"fused": True} if self.use.fused_adamw else {}
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
         self.schedule = make_scheduler(config.scheduler, self.optimizer, config.lr, total_steps)
-        self.generator = torch.Generator().manual_seed(config.seed)  # order and augmentation
+        self.generator = torch.Generator(device=device if self.use.random_on_device else "cpu").manual_seed(config.seed)
         self.amp = autocast_dtype(device, config.precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
         self.averaged = copy.deepcopy(self.model) if config.ema else None
@@ -1333,8 +1376,10 @@ class TrainingState:
             "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "generator": self.generator.get_state(),
+            "generator_device": self.generator.device.type,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "device": self.device.type,
             "epoch": self.epoch,
             "step": self.step,
             "best_acc": self.best_acc,
@@ -1347,10 +1392,14 @@ class TrainingState:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # a disabled scaler saves {}; an fp16 run resumed from a bf16/fp32 one starts its scale afresh
+            self.scaler.load_state_dict(state["scaler"])
         if self.averaged is not None:
             self.averaged.load_state_dict(averaged)
-        self.generator.set_state(state["generator"])
+        if state.get("generator_device", "cpu") == self.generator.device.type:
+            self.generator.set_state(state["generator"])
+        else:  # CPU and CUDA generators keep different states: the resumed run goes on from a seed of its own
+            self.generator.manual_seed(self.seed * 1000 + state["epoch"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
@@ -1381,25 +1430,41 @@ def _ddp_ids(device: torch.device) -> list[int] | None:
     return [device.index] if device.type == "cuda" else None
 
 
+def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
+    """Where each step's global batch starts; a last batch that would leave some process fewer than two images (batch norm
+    cannot train on one) is merged into the one before it."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < 2 * world:
+        starts.pop()
+    return starts
+
+
 def train_epoch(state: TrainingState, config: TrainConfig, x_train: Tensor, y_train: Tensor, ranks: Ranks) -> Tensor:
     """One pass over the data in global batches, each rank taking every world-th image; returns the per-step losses."""
     state.net.train()
-    order = torch.randperm(len(x_train), generator=state.generator)
+    gen = state.generator
+    order = torch.randperm(len(x_train), generator=gen, device=gen.device)
     randoms = augment_randoms(config.augmentation or {})
     losses = []
-    steps = range(0, len(order), config.batch_size)
-    for i in tqdm(steps, desc=f"epoch {state.epoch + 1}/{config.epochs}", leave=False, **({} if ranks.main else {"disable": True})):
-        idx = order[i : i + config.batch_size]
-        if len(idx) < ranks.world:
-            break  # every rank needs at least one image in a step
+    starts = batch_starts(len(order), config.batch_size, ranks.world)
+    ends = [*starts[1:], len(order)]
+    for start, end in tqdm(list(zip(starts, ends)), desc=f"epoch {state.epoch + 1}/{config.epochs}", leave=False, disable=not ranks.main):
+        idx = order[start:end]
         # random numbers for the whole global batch, so every rank's generator stays in step with the others
-        rand = torch.rand(len(idx), randoms, generator=state.generator)[ranks.rank :: ranks.world] * 2 - 1 if config.augmentation else None
+        rand = (
+            torch.rand(len(idx), randoms, generator=gen, device=gen.device)[ranks.rank :: ranks.world] * 2 - 1
+            if config.augmentation
+            else None
+        )
         idx = idx[ranks.rank :: ranks.world].to(x_train.device)
-        x = x_train[idx] if rand is None else augment_batch(x_train[idx], rand, **config.augmentation)
-        x = x.to(state.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(state.device.type, dtype=state.amp or torch.float32, enabled=state.amp is not None):
+        x = x_train[idx] if rand is None else augment_batch(x_train[idx], rand.to(x_train.device), **config.augmentation)
+        x = x.to(state.device, non_blocking=state.use.non_blocking).contiguous(memory_format=state.memory_format)
+        amp = torch.autocast(state.device.type, dtype=state.amp) if state.amp is not None else contextlib.nullcontext()
+        with amp:
             logits = state.net(x).float()
-            loss = F.cross_entropy(logits, y_train[idx].to(state.device, non_blocking=True), label_smoothing=config.label_smoothing)
+            loss = F.cross_entropy(
+                logits, y_train[idx].to(state.device, non_blocking=state.use.non_blocking), label_smoothing=config.label_smoothing
+            )
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
@@ -1420,12 +1485,20 @@ def fit(data: Data, run_dir: Path, config: TrainConfig, device: torch.device, re
     x_val, y_val = data.train_images[val_idx], data.train_labels[val_idx]
     mean = x_train.mean(dim=(0, 2, 3)).tolist()
     std = x_train.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
-    if device.type == "cuda":  # the whole dataset fits on the GPU: no host-to-device copy per batch
+    if DeviceUse.of(device).data_on_device:
         x_train, y_train = x_train.to(device), y_train.to(device)
     net_config = model_config(list(x_train.shape[1:]), len(data.classes), mean, std, ModelConfig.from_dict(config.model))
-    state = TrainingState(config, net_config, device, config.epochs * math.ceil(len(x_train) / config.batch_size), ranks)
+    state = TrainingState(
+        config, net_config, device, config.epochs * len(batch_starts(len(x_train), config.batch_size, ranks.world)), ranks
+    )
     if resume is not None:
         state.load_state_dict(resume["resume"], resume["state_dict"])
+        trained_on = resume["resume"].get("device", "cpu")
+        if trained_on != device.type and ranks.main:
+            print(
+                f"note: this run trained on {trained_on} so far and goes on on {device.type}; it will not repeat an uninterrupted run bit for bit",
+                file=sys.stderr,
+            )
     about = {"model_config": net_config, "classes": list(data.classes), "data_fingerprint": data_fingerprints(data)}
     about["train_config"] = plain(dataclasses.asdict(config))
     if ranks.main:
@@ -1451,8 +1524,6 @@ def fit(data: Data, run_dir: Path, config: TrainConfig, device: torch.device, re
     except KeyboardInterrupt:
         where = f"{run_dir / 'last.pt'} holds epoch {saved}" if saved else "no epoch had finished"
         raise Interrupted(f"interrupted; {where}; resume with: python fashion_trainer.py train --resume={run_dir / 'last.pt'}") from None
-    if ranks.main:
-        plot_training_curve(state.history, run_dir / "training_curve.png")
     chosen = [e["val_accuracy"] for e in state.history["epochs"] if e["epoch"] == state.best_epoch]
     state.history["best"] = {"epoch": state.best_epoch, "val_accuracy": chosen[0] if chosen else state.best_acc}
     return state.history
@@ -1466,8 +1537,9 @@ def save_epoch(state: TrainingState, about: dict, run_dir: Path, improved: bool)
     ckpt = checkpoint_dict(state.final, about, metrics)
     if improved:
         atomic_save(ckpt, run_dir / "best.pt")
-    atomic_save(ckpt | {"resume": state.state_dict()}, run_dir / "last.pt")
+    atomic_save(ckpt | {"resume": state.state_dict()}, run_dir / "last.pt", previous=run_dir / "last.prev.pt")
     atomic_write_text(json.dumps(state.history, indent=1), run_dir / "history.json")
+    plot_training_curve(state.history, run_dir / "training_curve.png")  # every epoch, so a running run can be looked at
     epochs = about["train_config"]["epochs"]
     tqdm.write(
         f"epoch {state.epoch}/{epochs}: train loss {last['train_loss']:.4f}, val accuracy {100 * last['val_accuracy']:.2f}%, "
@@ -1510,17 +1582,12 @@ def data_fingerprints(data: Data) -> dict:
     }
 
 
-def new_run_dir(out: str | None) -> Path:
-    """The output folder: a fresh checkpoints/run-<time> by default; an existing non-empty --out is refused."""
-    if out is None:
-        base = Path("checkpoints") / time.strftime("run-%Y%m%d-%H%M%S")
-        path, i = base, 1
-        while path.exists():
-            path, i = base.with_name(f"{base.name}-{i}"), i + 1
-        return path
-    path = Path(str(out)).expanduser()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UsageError(f"--out {path} already exists and is not empty; choose a new folder so no earlier run is overwritten")
+def new_run_dir() -> Path:
+    """A fresh checkpoints/run-<time> folder name."""
+    base = Path("checkpoints") / time.strftime("run-%Y%m%d-%H%M%S")
+    path, i = base, 1
+    while path.exists():
+        path, i = base.with_name(f"{base.name}-{i}"), i + 1
     return path
 
 
@@ -1552,13 +1619,18 @@ def plot_training_curve(history: dict, path: Path) -> None:
 def train(resume: str | bool | None = None, **flags) -> None:
     """Train the CNN on --dataset; writes best.pt, last.pt, history.json and training_curve.png into --out.
 
-    --resume=RUN/last.pt (or --resume with --out=RUN) continues an interrupted run exactly where it stopped.
-    Under `torchrun --nproc_per_node=N` it trains data-parallel (DDP) and only rank 0 writes files."""
+    An --out folder holding an unfinished run of the same settings is continued where its last.pt stopped (after a
+    crash, a kill or a Colab disconnect: run the same command again); one holding a finished run is refused (exit
+    status 3). --resume=RUN (or RUN/last.pt) continues a run with its saved settings whatever else the command says;
+    only --device and --precision may change. Under `torchrun --nproc_per_node=N` it trains data-parallel (DDP) and
+    only rank 0 writes files."""
     _stop_cleanly_on_sigterm()
     if resume not in (None, False):
-        return _resume(resume, flags.get("out"))
+        return _resume(resume, flags)
     config = TrainConfig(**flags).resolved()
-    run_dir = new_run_dir(config.out) if int(os.environ.get("RANK", "0")) == 0 else Path(str(config.out or "checkpoints"))
+    run_dir, unfinished = open_run(config)
+    if unfinished is not None:
+        return _continue(unfinished, run_dir, flags, "continuing the unfinished run in")
     data = load_data(config.dataset, config.data_dir)
     if len(data.train_images) < 2:
         raise UserError(f"{data.source}: only {len(data.train_images)} training image(s); need at least 2 to carve a validation split")
@@ -1607,22 +1679,103 @@ def _stop_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
-def _resume(resume: str | bool, out: str | None) -> None:
-    """Continue a run from its last.pt with the settings and data it was started with."""
+def _resume(resume: str | bool, flags: dict) -> None:
+    """--resume: continue a run from its last.pt with the settings and data it was started with."""
     if resume is True:
-        if out is None:
+        if flags.get("out") is None:
             raise UsageError("--resume needs the run: --resume=RUN_FOLDER/last.pt, or --resume with --out=RUN_FOLDER")
-        resume = out
+        resume = flags["out"]
+    other = sorted(set(flags) - {"out", "device", "precision"})
+    if other:
+        raise UsageError(f"--{other[0]} cannot change when resuming: the run keeps its settings (only --device and --precision may change)")
     path = Path(str(resume)).expanduser()
-    path = path / "last.pt" if path.is_dir() else path
-    ckpt = load_checkpoint(path)
-    if "resume" not in ckpt:
-        raise UserError(f"{path} holds no training state (best.pt never does); resume from the run's last.pt")
+    run_dir = path if path.is_dir() else path.parent
+    if path.is_dir() or path.name == "last.pt":
+        ckpt = load_last(run_dir)
+        if ckpt is None:
+            raise UserError(f"{run_dir / 'last.pt'} does not exist; resume from a run folder that `train` wrote")
+    else:
+        ckpt = load_checkpoint(path)
+        if "resume" not in ckpt:
+            raise UserError(f"{path} holds no training state (best.pt never does); resume from the run's last.pt")
+    _continue(ckpt, run_dir, flags, "resuming")
+
+
+def load_last(run_dir: Path) -> dict | None:
+    """A run's training state: last.pt, or last.prev.pt (saying so) where last.pt is missing, truncated or damaged;
+    None where the folder holds neither."""
+    problems = []
+    for name in ("last.pt", "last.prev.pt"):
+        if not (run_dir / name).is_file():
+            continue
+        try:
+            ckpt = load_checkpoint(run_dir / name)
+            if "resume" not in ckpt:
+                raise UserError(f"{run_dir / name} holds no training state")
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
+        if problems:
+            print(f"note: {problems[0]}; going on from {name}, the state one epoch earlier", file=sys.stderr)
+        return ckpt
+    if problems:
+        raise UserError(f"{problems[0]}; there is no earlier state (last.prev.pt) to go on from: train anew with another --out")
+    return None
+
+
+def open_run(config: TrainConfig) -> tuple[Path, dict | None]:
+    """The run folder for --out: a new (or empty) one, or one holding an unfinished run of the same settings, returned
+    with its state to continue; a finished run, a run of other settings or any other content is refused."""
+    if config.out is None:  # only rank 0 writes: the others need no name of their own
+        return (new_run_dir() if int(os.environ.get("RANK", "0")) == 0 else Path("checkpoints")), None
+    path = Path(str(config.out)).expanduser()
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return path, None
+    ckpt = load_last(path) if path.is_dir() else None
+    if ckpt is None:
+        raise UsageError(f"--out {path} already exists and holds no run to continue; choose a new folder so nothing is overwritten")
+    saved = TrainConfig.from_dict(ckpt["train_config"])
+    for f in dataclasses.fields(TrainConfig):
+        if (
+            "help" in f.metadata
+            and f.name not in ("out", "data_dir", "device", "precision")
+            and getattr(config, f.name) != getattr(saved, f.name)
+        ):
+            raise UsageError(
+                f"--out {path} holds a run with --{f.name}={getattr(saved, f.name)}, this command says {getattr(config, f.name)}; "
+                f"run its own command again to continue it, or choose a new --out for a new run"
+            )
+    state = ckpt["resume"]
+    if state["epoch"] >= saved.epochs or (saved.patience and state["epoch"] - state["best_epoch"] >= saved.patience):
+        raise RunFinished(
+            f"{path} holds a finished run (epoch {state['epoch']} of {saved.epochs}, best.pt from epoch {state['best_epoch']}); "
+            f"evaluate it with: python fashion_trainer.py evaluate {path / 'best.pt'}, or choose a new --out to train again"
+        )
+    return path, ckpt
+
+
+def _continue(ckpt: dict, run_dir: Path, flags: dict, verb: str) -> None:
+    """Go on with a saved run on this machine: its settings and data, with --device/--precision from the command."""
     config = TrainConfig.from_dict(ckpt["train_config"])
+    changes = {
+        name: _check_choice(name, flags[name], choices)
+        for name, choices in (("device", DEVICES), ("precision", PRECISIONS))
+        if name in flags
+    }
+    if "device" not in changes and not device_available(config.device):
+        print(
+            f"note: this run was started with --device={config.device}, which is not available here; going on with --device=auto",
+            file=sys.stderr,
+        )
+        changes["device"] = "auto"
+    if "precision" not in changes and config.precision == "fp16" and pick_device(changes.get("device", config.device)).type == "cpu":
+        print("note: this run was started with --precision=fp16, which needs a GPU; going on with --precision=auto", file=sys.stderr)
+        changes["precision"] = "auto"
+    config = dataclasses.replace(config, **changes)
     data = load_data(config.dataset, config.data_dir)
     if fingerprint(data.train_images, data.train_labels) != ckpt["data_fingerprint"]["train"]:
-        raise UserError(f"{config.data_dir}: the training data changed since {path} was written; resuming would not continue the same run")
-    _run_fit(data, path.parent, config, ckpt, f"resuming {path.parent} after epoch {ckpt['resume']['epoch']} of {config.epochs}")
+        raise UserError(f"{config.data_dir}: the training data changed since {run_dir} was saved; going on would not continue the same run")
+    _run_fit(data, run_dir, config, ckpt, f"{verb} {run_dir} after epoch {ckpt['resume']['epoch']} of {config.epochs}")
 
 
 # ----------------------------------------------------------------------------- evaluation

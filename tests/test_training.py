@@ -14,7 +14,7 @@ def test_train_writes_checkpoints_history_and_plot(cli, tiny_data, tmp_path):
     code, out, err = cli("train", f"--data_dir={tiny_data}", "--out=run", *FAST)
     assert code == 0, err
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.pt", "training_curve.png"]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "history.json", "last.prev.pt", "last.pt", "training_curve.png"]
     assert (run / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     history = json.loads((run / "history.json").read_text())
     assert history["config"]["lr"] == 3e-3 and history["config"]["epochs"] == 2
@@ -319,3 +319,83 @@ def test_compile_flag_wraps_the_model_in_torch_compile(cli, tiny_data, monkeypat
     assert code == 0, err
     assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Sequential)
     assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--compile=maybe")[::2], "--compile", exit_code=2)
+
+
+# ----------------------------------------------------------------------------- the same command again: continue, or refuse
+
+
+def test_the_same_command_continues_an_unfinished_run_and_refuses_a_finished_one(cli, tiny_data, tmp_path, monkeypatch):
+    args = ("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=3", "--batch_size=32")
+    assert cli(*args[:2], "--out=whole", *args[3:])[0] == 0
+    real, calls = ft.update_ema, {"n": 0}
+
+    def stop(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        real(*a, **k)
+
+    monkeypatch.setattr(ft, "update_ema", stop)
+    assert cli(*args)[0] == 130
+    monkeypatch.setattr(ft, "update_ema", real)
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert "continuing the unfinished run in run after epoch 1 of 3" in err
+    whole, run = (json.loads((tmp_path / n / "history.json").read_text()) for n in ("whole", "run"))
+    assert [e["epoch"] for e in run["epochs"]] == [1, 2, 3] and whole["steps"] == run["steps"]
+    a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True)["state_dict"] for n in ("whole", "run"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    code, _, err = cli(*args)
+    assert_one_line_error(code, err, "holds a finished run", "evaluate run/best.pt", "new --out", exit_code=3)
+    code, _, err = cli(*args, "--lr=1e-4")
+    assert_one_line_error(code, err, "--lr=0.003, this command says 0.0001", exit_code=2)
+
+
+def test_a_damaged_last_pt_falls_back_to_the_state_before_it(cli, tiny_data, tmp_path, monkeypatch):
+    args = ("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=3", "--batch_size=32")
+    assert cli(*args[:2], "--out=whole", *args[3:])[0] == 0
+    real, calls = ft.update_ema, {"n": 0}
+
+    def stop(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 15:  # in epoch 3: last.pt holds epoch 2, last.prev.pt epoch 1
+            raise KeyboardInterrupt
+        real(*a, **k)
+
+    monkeypatch.setattr(ft, "update_ema", stop)
+    assert cli(*args)[0] == 130
+    monkeypatch.setattr(ft, "update_ema", real)
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # a sync that never finished
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert "going on from last.prev.pt" in err and "after epoch 1 of 3" in err
+    a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True)["state_dict"] for n in ("whole", "run"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [e["epoch"] for e in json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]] == [1, 2, 3]
+
+
+def test_sigkill_at_any_moment_then_the_same_command_gives_the_uninterrupted_weights(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    data = write_course_npz(tmp_path / "d", n_train=400, n_test=20)
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, str(ft.ROOT / "fashion_trainer.py"), "train", f"--data_dir={data}", "--epochs=4", "--batch_size=32"]
+    subprocess.run([*cmd, f"--out={tmp_path / 'whole'}"], env=env, check=True, capture_output=True)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*cmd, f"--out={run}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (run / "history.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # somewhere in epoch 2, or in the middle of writing its checkpoint
+    os.kill(proc.pid, signal.SIGKILL)  # no handler runs, as when Colab recycles a runtime
+    proc.wait()
+    result = subprocess.run([*cmd, f"--out={run}"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    history = json.loads((run / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3, 4]
+    a, b = (torch.load(p / "last.pt", weights_only=True)["state_dict"] for p in (tmp_path / "whole", run))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,176 @@
+"""GPUs and Macs, simulated on the CPU: precision by capability, resuming across devices, the device policy, DDP, tiny batches.
+
+Tests marked `cuda` run only where a CUDA GPU is visible (benchmarks/gpu_check.sh runs them); they skip cleanly elsewhere."""
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+from conftest import assert_one_line_error, ft, write_course_npz
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("capability", "hip", "expected"),
+    [((7, 5), None, torch.float16), ((8, 0), None, torch.bfloat16), ((9, 0), None, torch.bfloat16), ((7, 0), "6.2", torch.bfloat16)],
+)
+def test_auto_precision_on_cuda_follows_compute_capability_not_bf16_emulation(monkeypatch, capability, hip, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # true on a T4 too
+    monkeypatch.setattr(torch.version, "hip", hip)
+    assert ft.autocast_dtype(CUDA, "auto") == expected
+    assert ft.autocast_dtype(CUDA, "fp32") is None and ft.autocast_dtype(CUDA, "fp16") == torch.float16
+
+
+def test_macs_train_in_fp32_unless_asked():
+    mps = torch.device("mps")
+    assert ft.autocast_dtype(mps, "auto") is None and ft.autocast_dtype(mps, "fp16") == torch.float16
+
+
+def test_device_policy_by_device_type():
+    cuda_use, mps_use, cpu_use = (ft.DeviceUse.of(torch.device(name)) for name in ("cuda", "mps", "cpu"))
+    assert cuda_use == ft.DeviceUse(data_on_device=True, random_on_device=True, non_blocking=True, channels_last=True, fused_adamw=True)
+    assert mps_use.data_on_device and not mps_use.non_blocking and not mps_use.channels_last and not mps_use.random_on_device
+    assert not cpu_use.data_on_device and not cpu_use.non_blocking and cpu_use.channels_last
+
+
+def test_an_fp32_run_builds_no_autocast_context(cli, tiny_data, monkeypatch):
+    built = []
+    real = torch.autocast
+    monkeypatch.setattr(torch, "autocast", lambda *a, **k: built.append((a, k)) or real(*a, **k))
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=1", "--precision=fp32")
+    assert code == 0, err
+    assert built == []
+    assert cli("train", f"--data_dir={tiny_data}", "--out=run2", "--epochs=1", "--precision=bf16")[0] == 0
+    assert built and all(k.get("dtype") == torch.bfloat16 for _, k in built)
+
+
+def _interrupted_run(cli, tiny_data, monkeypatch, *flags: str) -> None:
+    """A run in folder `cut` stopped by Ctrl-C in epoch 2 of 3 (last.pt holds epoch 1)."""
+    real, calls = ft.update_ema, {"n": 0}
+
+    def stop(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:  # 6 steps an epoch
+            raise KeyboardInterrupt
+        real(*a, **k)
+
+    monkeypatch.setattr(ft, "update_ema", stop)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=cut", "--epochs=3", "--batch_size=32", *flags)
+    assert code == 130, err
+    monkeypatch.setattr(ft, "update_ema", real)
+
+
+def test_resuming_with_the_gradient_scaler_switched_on(cli, tiny_data, tmp_path, monkeypatch):
+    _interrupted_run(cli, tiny_data, monkeypatch, "--precision=fp32")  # a disabled scaler saves {}
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]["scaler"] == {}
+    monkeypatch.setattr(ft, "autocast_dtype", lambda device, precision: torch.float16)  # as on a T4: fp16 and a scaler
+    code, _, err = cli("train", "--resume=cut")
+    assert code == 0, err
+    scaler = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]["scaler"]
+    assert scaler["scale"] > 0  # the scaler ran, starting afresh
+
+
+def test_a_gpu_run_resumes_on_a_laptop(cli, tiny_data, tmp_path, monkeypatch):
+    _interrupted_run(cli, tiny_data, monkeypatch)
+    path = tmp_path / "cut" / "last.pt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["train_config"] |= {"device": "cuda", "precision": "fp16"}  # as written by a Colab T4
+    ckpt["resume"]["device"] = "cuda"
+    torch.save(ckpt, path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, out, err = cli("train", "--resume=cut")
+    assert code == 0, err
+    assert "--device=cuda, which is not available here" in err and "--precision=fp16, which needs a GPU" in err
+    assert "trained on cuda so far and goes on on cpu" in err and out.startswith("best checkpoint:")
+    assert torch.load(path, weights_only=True)["train_config"]["device"] == "auto"
+
+
+def test_device_and_precision_on_a_resume_command_override_the_saved_ones(cli, tiny_data, tmp_path, monkeypatch):
+    _interrupted_run(cli, tiny_data, monkeypatch, "--precision=bf16")
+    code, _, err = cli("train", "--resume=cut", "--device=cpu", "--precision=fp32")
+    assert code == 0, err
+    config = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["train_config"]
+    assert config["device"] == "cpu" and config["precision"] == "fp32"
+    code, _, err = cli("train", "--resume=cut", "--lr=1")
+    assert_one_line_error(code, err, "--lr cannot change when resuming", exit_code=2)
+
+
+def test_a_last_batch_of_one_image_never_reaches_batch_norm(cli, tmp_path):
+    data = write_course_npz(tmp_path / "d", n_train=200, n_test=20)  # 190 training images after validation
+    code, _, err = cli("train", f"--data_dir={data}", "--out=run", "--epochs=1", "--batch_size=63", "--val_fraction=0.05")
+    assert code == 0, err  # 190 = 3 × 63 + 1: the lone image joins the batch before it
+    assert ft.batch_starts(190, 63) == [0, 63, 126] and ft.batch_starts(190, 32) == [0, 32, 64, 96, 128, 160]
+    assert ft.batch_starts(10, 4, world=2) == [0, 4] and ft.batch_starts(12, 4, world=2) == [0, 4, 8]
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["steps"]) == 3
+
+
+def test_ddp_broadcasts_no_filter_index_buffers(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        model = ft.build_model(ft.model_config([1, 28, 28], 10, [0.1], [0.3], ft.P4_CNN))
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        broadcast = list(model.buffers())
+        assert broadcast and all(b.dtype != torch.int64 or b.numel() == 1 for b in broadcast)  # BN counters only
+        assert ddp(torch.rand(4, 1, 28, 28)).shape == (4, 10)
+        assert all(isinstance(m.index, torch.Tensor) for m in model.modules() if isinstance(m, ft.P4Conv))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- on a real GPU only (benchmarks/gpu_check.sh)
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_amp_training_learns(cli, tmp_path, precision):
+    if precision == "bf16" and torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("bf16 needs compute capability 8.0")
+    data = write_course_npz(tmp_path / "d", n_train=600, n_test=100, shards=3)
+    code, out, err = cli("train", f"--data_dir={data}", "--out=run", "--epochs=4", "--device=cuda", f"--precision={precision}")
+    assert code == 0, err
+    assert float(out.split("validation accuracy ")[1].split("%")[0]) > 80
+
+
+@cuda
+def test_cuda_epoch_has_no_host_device_synchronisation(tmp_path):
+    data = ft.read_corrupted_mnist(write_course_npz(tmp_path / "d", n_train=400, n_test=20))
+    config = ft.TrainConfig(epochs=1, device="cuda").resolved()
+    x, y = data.train_images.to(CUDA), data.train_labels.to(CUDA)
+    net_config = ft.model_config([1, 28, 28], 10, [0.1], [0.3], ft.P4_CNN)
+    state = ft.TrainingState(config, net_config, CUDA, 10, ft.Ranks())
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = ft.train_epoch(state, config, x, y, ft.Ranks())
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(losses).all()
+
+
+@cuda
+def test_cuda_compile_trains(cli, tiny_data):
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=1", "--device=cuda", "--compile")
+    assert code == 0, err
+
+
+@cuda
+def test_cuda_torchrun_one_process_nccl(tmp_path):
+    import subprocess
+    import sys
+
+    data = write_course_npz(tmp_path / "d", n_train=200, n_test=20)
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", str(ft.ROOT / "fashion_trainer.py"), "train"]
+    result = subprocess.run(
+        [*cmd, f"--data_dir={data}", f"--out={tmp_path / 'run'}", "--epochs=1", "--device=cuda"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "on cuda:0" in result.stderr and (tmp_path / "run" / "best.pt").is_file()
