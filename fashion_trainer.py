@@ -37,6 +37,7 @@ import re
 import shutil
 import signal
 import struct
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -1022,6 +1023,7 @@ def prepare(
     seed: int = 0,
     mirror: str | None = None,
     force: bool = False,
+    if_missing: bool = False,
 ) -> None:
     """Build corrupted MNIST from MNIST (--source=DIR or a download), per image or as the course's generator does; or fetch --dataset.
 
@@ -1039,8 +1041,14 @@ def prepare(
         seed: seeds the choice of digits and the angles
         mirror: download from this URL instead of the official mirrors
         force: replace an existing --out
+        if_missing: do nothing where `train` would already find corrupted MNIST (--out, or the folders it searches)
     """
     spec = _check_dataset(dataset)
+    existing = [Path(str(out))] if out else list(DATA_SEARCH)
+    found = next((f for f in existing if f.is_dir() and corrupted_mnist_layout(f)), None) if _check_bool("if_missing", if_missing) else None
+    if found is not None and not spec.checksums:
+        print(f"data: {found} already holds corrupted MNIST ({corrupted_mnist_layout(found)[0]}); nothing to build")
+        return
     if spec.checksums:  # a downloadable dataset: fetch and check it
         if source is not None:
             raise UsageError(
@@ -2222,6 +2230,22 @@ def check_flags(argv: list[str]) -> None:
             close = difflib.get_close_matches(name, params, n=1)
             hint = f"; did you mean --{close[0]}?" if close else ""
             raise UsageError(f"unknown flag --{name} for {command}{hint} (see: python fashion_trainer.py {command} --help)")
+
+
+def run_step(*args: str, finished_ok: bool = False) -> int:
+    """For the notebook: run `python fashion_trainer.py ARGS` in a child process, stream its output into the cell, and
+    stop Run all with one line if it fails (a failing `!` line would not); returns the exit status (3: a finished run)."""
+    child = subprocess.Popen([sys.executable, str(ROOT / "fashion_trainer.py"), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    while chunk := child.stdout.read1(1 << 16):
+        sys.stdout.write(chunk.decode("utf-8", "replace"))  # progress bars' \r kept: the notebook redraws them in place
+        sys.stdout.flush()
+    status = child.wait()
+    if status == RunFinished.exit_code and finished_ok:
+        return status
+    if status:
+        why = f"was killed (signal {-status}); Run all again continues it" if status < 0 else f"failed with exit status {status}, see above"
+        raise SystemExit(f"stopped: `{args[0]}` {why}. The cells below did not run.")
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
