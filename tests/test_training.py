@@ -399,3 +399,20 @@ def test_sigkill_at_any_moment_then_the_same_command_gives_the_uninterrupted_wei
     assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3, 4]
     a, b = (torch.load(p / "last.pt", weights_only=True)["state_dict"] for p in (tmp_path / "whole", run))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_budget_plans_the_epochs_from_measured_steps_and_a_resume_keeps_the_plan(cli, tiny_data, tmp_path, monkeypatch):
+    times = iter(range(0, 10**7, 8))  # a fake clock, 8 s later at every reading: the 8 timed probe steps "take" 1 s each
+    real_clock = ft.time.perf_counter
+    monkeypatch.setattr(ft.time, "perf_counter", lambda: float(next(times)))
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=100", "--batch_size=32")
+    monkeypatch.setattr(ft.time, "perf_counter", real_clock)
+    assert code == 0, err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    planned = history["config"]["epochs"]
+    assert "--budget=100: about" in err and f"so {planned} epochs" in err
+    assert 5 <= planned <= 100 / 6 and len(history["epochs"]) == planned  # 6 steps an epoch at 1 s a step
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=100", "--batch_size=32")
+    assert_one_line_error(code, err, "finished run", exit_code=3)  # the same command: the plan is not redone
+    assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--budget=10", "--epochs=3")[::2], "--budget", exit_code=2)
+    assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--budget=0")[::2], "--budget", exit_code=2)
