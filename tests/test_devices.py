@@ -10,7 +10,12 @@ import pytest
 import torch
 from conftest import assert_one_line_error, ft, write_course_npz
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+def cuda(test):
+    """Mark a test for CUDA (`pytest -m cuda`, run by benchmarks/gpu_check.sh); it skips where no GPU is visible."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+
+
 CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
 
 
