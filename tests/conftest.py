@@ -81,3 +81,17 @@ def weights_hash(state: dict) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def ctrl_c_at_step(monkeypatch, step: int):
+    """Make training stop as Ctrl-C would at its step-th step; returns the real update_ema, to put back for resuming."""
+    real, calls = ft.update_ema, {"n": 0}
+
+    def stop(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt
+        real(*a, **k)
+
+    monkeypatch.setattr(ft, "update_ema", stop)
+    return real

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 import torch
-from conftest import assert_one_line_error, ft, write_course_npz
+from conftest import assert_one_line_error, ctrl_c_at_step, ft, write_course_npz
 
 
 def cuda(test):
@@ -56,15 +56,7 @@ def test_an_fp32_run_builds_no_autocast_context(cli, tiny_data, monkeypatch):
 
 def _interrupted_run(cli, tiny_data, monkeypatch, *flags: str) -> None:
     """A run in folder `cut` stopped by Ctrl-C in epoch 2 of 3 (last.pt holds epoch 1)."""
-    real, calls = ft.update_ema, {"n": 0}
-
-    def stop(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 8:  # 6 steps an epoch
-            raise KeyboardInterrupt
-        real(*a, **k)
-
-    monkeypatch.setattr(ft, "update_ema", stop)
+    real = ctrl_c_at_step(monkeypatch, 8)  # 6 steps an epoch
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=cut", "--epochs=3", "--batch_size=32", *flags)
     assert code == 130, err
     monkeypatch.setattr(ft, "update_ema", real)

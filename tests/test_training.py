@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import assert_one_line_error, ft, write_course_npz
+from conftest import assert_one_line_error, ctrl_c_at_step, ft, write_course_npz
 
 FAST = ("--epochs=2", "--batch_size=32", "--augment=False")
 
@@ -215,18 +215,10 @@ def test_cuda_without_gpu_is_a_clear_error(cli, tiny_data, monkeypatch):
 def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(cli, tiny_data, tmp_path, monkeypatch):
     args = (f"--data_dir={tiny_data}", "--epochs=3", "--batch_size=32", "--seed=5", "--patience=0")
     assert cli("train", *args, "--out=whole")[0] == 0
-    real_update, calls = ft.update_ema, {"n": 0}
-
-    def ctrl_c_in_epoch_3(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 15:  # 6 steps an epoch
-            raise KeyboardInterrupt
-        real_update(*a, **k)
-
-    monkeypatch.setattr(ft, "update_ema", ctrl_c_in_epoch_3)
+    real = ctrl_c_at_step(monkeypatch, 15)  # 6 steps an epoch
     code, _, err = cli("train", *args, "--out=cut")
     assert_one_line_error(code, err, "interrupted", "holds epoch 2", "--resume=cut/last.pt", exit_code=130)
-    monkeypatch.setattr(ft, "update_ema", real_update)
+    monkeypatch.setattr(ft, "update_ema", real)
     code, out, err = cli("train", "--resume=cut/last.pt")
     assert code == 0, err
     assert "resuming cut after epoch 2" in err and out.startswith("best checkpoint: cut/best.pt")
@@ -327,15 +319,7 @@ def test_compile_flag_wraps_the_model_in_torch_compile(cli, tiny_data, monkeypat
 def test_the_same_command_continues_an_unfinished_run_and_refuses_a_finished_one(cli, tiny_data, tmp_path, monkeypatch):
     args = ("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=3", "--batch_size=32")
     assert cli(*args[:2], "--out=whole", *args[3:])[0] == 0
-    real, calls = ft.update_ema, {"n": 0}
-
-    def stop(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 9:
-            raise KeyboardInterrupt
-        real(*a, **k)
-
-    monkeypatch.setattr(ft, "update_ema", stop)
+    real = ctrl_c_at_step(monkeypatch, 9)
     assert cli(*args)[0] == 130
     monkeypatch.setattr(ft, "update_ema", real)
     code, _, err = cli(*args)
@@ -354,15 +338,7 @@ def test_the_same_command_continues_an_unfinished_run_and_refuses_a_finished_one
 def test_a_damaged_last_pt_falls_back_to_the_state_before_it(cli, tiny_data, tmp_path, monkeypatch):
     args = ("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=3", "--batch_size=32")
     assert cli(*args[:2], "--out=whole", *args[3:])[0] == 0
-    real, calls = ft.update_ema, {"n": 0}
-
-    def stop(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 15:  # in epoch 3: last.pt holds epoch 2, last.prev.pt epoch 1
-            raise KeyboardInterrupt
-        real(*a, **k)
-
-    monkeypatch.setattr(ft, "update_ema", stop)
+    real = ctrl_c_at_step(monkeypatch, 15)  # in epoch 3: last.pt holds epoch 2, last.prev.pt epoch 1
     assert cli(*args)[0] == 130
     monkeypatch.setattr(ft, "update_ema", real)
     last = tmp_path / "run" / "last.pt"
