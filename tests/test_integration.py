@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import SHARED_DATA, ft, needs_shared_mnist
 from test_data import _Server
 
@@ -46,3 +47,17 @@ def test_default_train_on_the_bundled_sample_reaches_90_percent(cli, tmp_path):
     code, out, err = cli("evaluate", "run/best.pt")
     assert code == 0, err
     assert float(out.split(":")[1].split("%")[0]) >= 90.0 and out.strip().endswith("/1000)")
+
+
+@needs_shared_mnist
+def test_shard_angles_of_the_course_generator_are_measured_within_two_degrees(cli, tmp_path):
+    code, _, err = cli(
+        "prepare", f"--source={SHARED_DATA / 'mnist'}", "--out=c", "--mode=course", "--shard_size=1000", "--test_size=100", "--seed=7"
+    )
+    assert code == 0, err
+    data = ft.read_corrupted_mnist(tmp_path / "c")
+    measured = ft.shard_angles(data.train_images, data.train_labels, data.train_shards)
+    drawn = json.loads((tmp_path / "c" / "prepare.json").read_text())["train_angles"]
+    assert len(measured) == 6 and max(abs(m - d) for m, d in zip(measured.tolist(), drawn)) < 2
+    turns = ft.upright_turns(data, torch.arange(len(data.train_labels)), {"absolute": True})
+    assert torch.allclose(turns[::1000], -measured)

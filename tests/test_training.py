@@ -151,6 +151,31 @@ def test_slant_stretch_and_cutout_augmentation():
     assert ft.augment_randoms(ft.DIGIT_AUGMENT) == 5 and ft.augment_randoms(ft.ROTATED_DIGIT_AUGMENT) == 9
 
 
+def test_ink_orientation_turns_twice_as_far_as_the_image_and_shards_are_told_apart():
+    bars = torch.zeros(12, 1, 28, 28)
+    for i in range(12):
+        bars[i, 0, 4:24, 12 + i % 3 : 14 + i % 3] = 1.0  # upright strokes, slightly apart
+    z0 = ft.ink_orientation(bars)
+    turned = ft.rotate_all(bars, torch.full((12,), 30.0))
+    assert torch.allclose(torch.rad2deg(torch.angle(ft.ink_orientation(turned) / z0)), torch.full((12,), 60.0), atol=3)
+    labels = torch.arange(12) % 10
+    images = torch.cat([bars, turned, ft.rotate_all(bars, torch.full((12,), -20.0))])
+    angles = ft.shard_angles(images, labels.repeat(3), torch.arange(3).repeat_interleave(12))
+    assert abs(float(angles[1] - angles[0]) - 30) < 3 and abs(float(angles[2] - angles[0]) + 20) < 3
+    assert ft.upright_turns(ft.Data(images, labels.repeat(3), bars, labels, ft.DIGITS, "x"), torch.arange(36), {"absolute": True}) is None
+
+
+def test_a_nearest_share_of_the_batch_is_resampled_as_the_course_data_was():
+    x = (torch.rand(6, 1, 28, 28) * 4).round() / 4  # five grey levels
+    rand = torch.rand(6, 10, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    rand[:, 9] = torch.tensor([-1.0, -0.5, -0.1, 0.1, 0.5, 1.0])  # the first three fall in a 0.5 share
+    bilinear = ft.augment_batch(x, rand, 20, 0.1, 0.1, hflip=False)
+    mixed = ft.augment_batch(x, rand, 20, 0.1, 0.1, hflip=False, nearest=0.5)
+    assert torch.equal(mixed[3:], bilinear[3:]) and not torch.equal(mixed[:3], bilinear[:3])
+    assert torch.equal((mixed[:3] * 4).round(), mixed[:3] * 4)  # nearest neighbour: no blended grey levels
+    assert ft.augment_randoms({"nearest": 0.5, "cutout": 9}) == 10
+
+
 def test_slant_moves_the_top_of_an_upright_bar_sideways():
     bar = torch.zeros(1, 1, 28, 28)
     bar[..., 4:24, 13:15] = 1.0
