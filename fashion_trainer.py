@@ -1501,7 +1501,8 @@ def upright_turns(data: Data, train_idx: Tensor, recipe: dict | None) -> Tensor 
     spans ±degrees from upright, whatever angles the shards were given (the course turns each 5,000-digit file as one)."""
     if not (recipe or {}).get("absolute") or data.train_shards is None:
         return None
-    return -shard_angles(data.train_images, data.train_labels, data.train_shards)[data.train_shards[train_idx]]
+    angles = shard_angles(data.train_images, data.train_labels, data.train_shards).clamp(-50, 50)  # the documented range
+    return -angles[data.train_shards[train_idx]]
 
 
 def train_epoch(

@@ -15,7 +15,13 @@ def test_torchrun_two_processes_train_data_parallel(tmp_path, tiny_data):
     args = ["train", f"--data_dir={tiny_data}", "--out=run", "--epochs=2", "--batch_size=32", "--device=cpu"]
     result = subprocess.run(command + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "history.json", "last.pt", "training_curve.png"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "best.pt",
+        "history.json",
+        "last.prev.pt",
+        "last.pt",
+        "training_curve.png",
+    ]
     assert result.stdout.count("best checkpoint:") == 1 and "2 processes (DDP)" in result.stderr  # only rank 0 speaks
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["config"]["world_size"] == 2 and len(history["epochs"]) == 2
