@@ -1,14 +1,15 @@
 """fashion_trainer: train and evaluate a CNN on corrupted MNIST (and MNIST, Fashion-MNIST, CIFAR-10) from one file.
 
 Sections, top to bottom, in the order a run goes through them:
-  basics      errors that become one line, flag checks, atomic file writes, plots
-  data        the dataset table, readers of each file format, finding, downloading and `prepare`-ing data
-  augmentation  batched random warps of whole batches
-  model       ModelConfig and the CNN (plain or p4 convolutions)
-  training    TrainConfig (every `train` flag), TrainingState (all that a checkpoint restores), fit, `train`
-  evaluation  predictions, checkpoints, `evaluate`
-  inspection  `show`, `mc_dropout`, `knn`, `predict`
-  CLI         the command table and the entry point
+  basics         errors that become one line, flag checks, atomic file writes, plots
+  data           readers of each file format, finding and downloading files, rotating and writing shards
+  augmentation   batched random warps of whole batches, shard angles
+  model          the CNN (plain or p4 convolutions) and ModelConfig
+  dataset table  each dataset's reader, files, recipe and model; finding a dataset; `prepare`
+  training       TrainConfig (every `train` flag), TrainingState (all a checkpoint restores), fit, `train`, resuming
+  evaluation     predictions, checkpoints, `evaluate`
+  inspection     `show`, `mc_dropout`, `knn`, `predict`
+  CLI            the command table, the notebook's step runner and the entry point
 
 Ways to run it:
   python fashion_trainer.py train                       CPU, Apple MPS or one CUDA GPU (--device=auto picks)

@@ -129,3 +129,15 @@ def test_evaluate_uses_the_checkpoints_test_turns_unless_told_not_to(cli, traine
     assert code == 0 and "averaging" not in err and out.startswith("Test accuracy:")
     code, _, err = cli("evaluate", str(good), f"--data_dir={data}", "--tta=maybe")
     assert_one_line_error(code, err, "--tta", "True or False", exit_code=2)
+
+
+def test_scoring_on_the_bundled_sample_says_when_the_digits_may_be_training_digits(cli, tiny_data, tmp_path):
+    sample = str(ft.SAMPLE_DATA_DIR)
+    assert cli("train", f"--data_dir={tiny_data}", "--out=other", "--epochs=1")[0] == 0
+    code, out, err = cli("evaluate", "other/best.pt", f"--data_dir={sample}", "--tta=False")
+    assert code == 0, err
+    assert out.startswith("Test accuracy:") and "(on the bundled sample, whose digits are MNIST training digits" in out
+    assert cli("train", f"--data_dir={sample}", "--out=own", "--epochs=1", "--batch_size=256")[0] == 0
+    code, out, err = cli("evaluate", "own/best.pt", f"--data_dir={sample}", "--tta=False")
+    assert code == 0 and "bundled sample" not in out, err
+    assert_one_line_error(*cli("evaluate", "own/best.pt", "--precision=half")[::2], "--precision", exit_code=2)
