@@ -1558,9 +1558,9 @@ def plan_epochs(
     warm, timed = 3, 8
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         probe = TrainingState(dataclasses.replace(config, compile=False), net_config, device, 1000, Ranks())
-        train_epoch(probe, config, x_train[: warm * config.batch_size], y_train[: warm * config.batch_size], Ranks())
-        clock = time.perf_counter()
-        train_epoch(probe, config, x_train[: timed * config.batch_size], y_train[: timed * config.batch_size], Ranks())
+        train_epoch(probe, config, x_train[: warm * config.batch_size], y_train[: warm * config.batch_size], Ranks()).cpu()
+        clock = time.perf_counter()  # .cpu() waits for a GPU to finish, so the clock sees the work, not its launch
+        train_epoch(probe, config, x_train[: timed * config.batch_size], y_train[: timed * config.batch_size], Ranks()).cpu()
         step = (time.perf_counter() - clock) / timed
     steps = len(batch_starts(len(x_train), config.batch_size, ranks.world))
     epoch = step * steps + step * n_val / config.batch_size / 3 + 0.5  # + validation (forward only) and saving
