@@ -638,16 +638,24 @@ DATA_SEARCH = tuple(
 )
 
 
+def find_corrupted_mnist(folders: tuple[Path, ...] | list[Path]) -> tuple[Path, str] | None:
+    """The first of these folders that holds a corrupted-MNIST layout, with the layout's name."""
+    for folder in folders:
+        layout = corrupted_mnist_layout(folder) if folder.is_dir() else None
+        if layout is not None:
+            return folder, layout[0]
+    return None
+
+
 def resolve_data_dir(data_dir: str | None) -> Path:
     """Pick the corrupted-MNIST folder: --data_dir, else the first of DATA_SEARCH holding a layout, else the bundled sample."""
     if data_dir is not None:
         return existing_dir(data_dir, f"{GET_DATA_HINT} --out={data_dir}")
+    found = find_corrupted_mnist(DATA_SEARCH)
+    if found is not None:
+        print(f"data: {found[0]} ({found[1]})", file=sys.stderr)
+        return found[0]
     looked = [folder for folder in DATA_SEARCH if folder.is_dir()]
-    for folder in looked:
-        layout = corrupted_mnist_layout(folder)
-        if layout is not None:
-            print(f"data: {folder} ({layout[0]})", file=sys.stderr)
-            return folder
     if looked:
         held = "; ".join(f"{folder} holds {_contents(folder)}" for folder in looked)
         raise UserError(
@@ -772,7 +780,8 @@ def shard_angles(images: Tensor, labels: Tensor, shards: Tensor) -> Tensor:
 
 
 def augment_randoms(recipe: dict) -> int:
-    """How many uniform random numbers per image the recipe needs (recipes without slant or cut-out keep their old stream)."""
+    """How many uniform random numbers per image the recipe needs (5 plain, 9 with slant/stretch/cut-out, 10 with a
+    nearest-neighbour share): recipes without the later ones keep their old random stream."""
     if recipe.get("nearest"):
         return 10
     return 9 if any(recipe.get(k) for k in ("shear", "aspect", "cutout")) else 5
@@ -1091,10 +1100,9 @@ def prepare(
         if_missing: do nothing where `train` would already find corrupted MNIST (--out, or the folders it searches)
     """
     spec = _check_dataset(dataset)
-    existing = [Path(str(out))] if out else list(DATA_SEARCH)
-    found = next((f for f in existing if f.is_dir() and corrupted_mnist_layout(f)), None) if _check_bool("if_missing", if_missing) else None
+    found = find_corrupted_mnist([Path(str(out))] if out else DATA_SEARCH) if _check_bool("if_missing", if_missing) else None
     if found is not None and not spec.checksums:
-        print(f"data: {found} already holds corrupted MNIST ({corrupted_mnist_layout(found)[0]}); nothing to build")
+        print(f"data: {found[0]} already holds corrupted MNIST ({found[1]}); nothing to build")
         return
     if spec.checksums:  # a downloadable dataset: fetch and check it
         if source is not None:
@@ -1231,6 +1239,11 @@ class DeviceUse:
         return cls(data_on_device=cuda or mps, random_on_device=cuda, non_blocking=cuda, channels_last=not mps, fused_adamw=cuda)
 
 
+def autocast(device: torch.device, amp: torch.dtype | None):
+    """An autocast context to `amp` on the device, or no context at all when training or predicting in fp32."""
+    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The mixed-precision dtype for --precision; auto uses bf16 only where the hardware runs it natively."""
     if precision == "fp32":
@@ -1305,7 +1318,9 @@ class TrainConfig:
     dataset: str = option(DEFAULT_DATASET, f"what to train on: {', '.join(DATASETS)}", choice(*DATASETS))
     data_dir: str | None = option(None, "folder holding the data (default: found as the README's Data section says)")
     out: str | None = option(None, "run folder to write (default: a new checkpoints/run-<time>)")
-    epochs: int | None = option(None, "passes over the training images (default: the dataset's, e.g. 12 for corruptedmnist)", integer(1))
+    epochs: int | None = option(
+        None, f"passes over the training images (default: the dataset's, {DATASETS[DEFAULT_DATASET].epochs} for corruptedmnist)", integer(1)
+    )
     lr: float = option(3e-3, "peak learning rate of the schedule", number(0))
     batch_size: int = option(128, "images per step (the global batch under torchrun)", integer(1))
     seed: int = option(0, "seeds the validation split, initial weights, order and augmentation: a CPU run repeats exactly", integer(0))
@@ -1314,11 +1329,15 @@ class TrainConfig:
     patience: int = option(0, "stop after this many epochs without a better validation accuracy (0: never)", integer(0))
     scheduler: str = option("onecycle", f"learning-rate schedule, stepped every batch: {', '.join(SCHEDULERS)}", choice(*SCHEDULERS))
     weight_decay: float | None = option(
-        None, "AdamW weight decay (default: the dataset's, 0.05 for corruptedmnist)", number(0, low_open=False)
+        None,
+        f"AdamW weight decay (default: the dataset's, {DATASETS[DEFAULT_DATASET].weight_decay:g} for corruptedmnist)",
+        number(0, low_open=False),
     )
     label_smoothing: float = option(0.05, "label smoothing of the cross-entropy loss", number(0, 1, low_open=False))
     augment: bool = option(True, "random warps of every training batch (the dataset's recipe); False: none", _check_bool)
-    augment_degrees: float | None = option(None, "largest extra rotation of the augmentation, in degrees", number(0, 180, False, False))
+    augment_degrees: float | None = option(
+        None, "largest rotation of the augmentation, in degrees (corruptedmnist: from upright)", number(0, 180, False, False)
+    )
     precision: str = option("auto", f"{', '.join(PRECISIONS)}; auto: bf16/fp16 autocast where the hardware runs it", choice(*PRECISIONS))
     ema: float = option(0.998, "decay of the moving average of the weights that is validated and saved (0: off)", number(0, 1, False))
     compile: bool = option(False, "wrap the model in torch.compile (pays off on GPUs for long runs)", _check_bool)
@@ -1332,17 +1351,21 @@ class TrainConfig:
         """This config checked flag by flag (a bad one is a UsageError), with the dataset's recipe filled in."""
         if self.budget is not None and self.epochs is not None:
             raise UsageError("--budget plans the epochs itself; leave --epochs out (or --budget)")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.metadata.get("check") and not (value is None and f.default is None):
-                setattr(self, f.name, f.metadata["check"](f.name, value))
-        spec = DATASETS[self.dataset]
-        augmentation = dict(spec.augmentation) | ({} if self.augment_degrees is None else {"degrees": self.augment_degrees})
-        return dataclasses.replace(
+        checked = dataclasses.replace(
             self,
-            epochs=spec.epochs if self.epochs is None else self.epochs,
-            weight_decay=spec.weight_decay if self.weight_decay is None else self.weight_decay,
-            augmentation=augmentation if self.augment else None,
+            **{
+                f.name: f.metadata["check"](f.name, getattr(self, f.name))
+                for f in dataclasses.fields(self)
+                if f.metadata.get("check") and not (getattr(self, f.name) is None and f.default is None)
+            },
+        )
+        spec = DATASETS[checked.dataset]
+        degrees = {} if checked.augment_degrees is None else {"degrees": checked.augment_degrees}
+        return dataclasses.replace(
+            checked,
+            epochs=spec.epochs if checked.epochs is None else checked.epochs,
+            weight_decay=spec.weight_decay if checked.weight_decay is None else checked.weight_decay,
+            augmentation=dict(spec.augmentation) | degrees if checked.augment else None,
             model=plain(dataclasses.asdict(spec.model)),
         )
 
@@ -1488,6 +1511,11 @@ def _ddp_ids(device: torch.device) -> list[int] | None:
     return [device.index] if device.type == "cuda" else None
 
 
+def stopped_early(epoch: int, best_epoch: int, patience: int) -> bool:
+    """Whether --patience epochs have passed without a better validation accuracy (never with patience 0)."""
+    return bool(patience) and epoch - best_epoch >= patience
+
+
 def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
     """Where each step's global batch starts; a last batch that would leave some process fewer than two images (batch norm
     cannot train on one) is merged into the one before it."""
@@ -1532,8 +1560,7 @@ def train_epoch(
         turn = None if turns is None else turns[idx]
         x = x_train[idx] if rand is None else augment_batch(x_train[idx], rand.to(x_train.device), **recipe, turn=turn)
         x = x.to(state.device, non_blocking=state.use.non_blocking).contiguous(memory_format=state.memory_format)
-        amp = torch.autocast(state.device.type, dtype=state.amp) if state.amp is not None else contextlib.nullcontext()
-        with amp:
+        with autocast(state.device, state.amp):
             logits = state.net(x).float()
             loss = F.cross_entropy(
                 logits, y_train[idx].to(state.device, non_blocking=state.use.non_blocking), label_smoothing=config.label_smoothing
@@ -1604,7 +1631,7 @@ def fit(data: Data, run_dir: Path, config: TrainConfig, device: torch.device, re
     started, saved = time.perf_counter() - state.seconds_so_far(), state.epoch
     try:
         while state.epoch < config.epochs:
-            if config.patience and state.epoch - state.best_epoch >= config.patience:
+            if stopped_early(state.epoch, state.best_epoch, config.patience):
                 if ranks.main:
                     tqdm.write(f"early stop: no better validation accuracy for {config.patience} epochs", file=sys.stderr)
                 break
@@ -1845,7 +1872,7 @@ def open_run(config: TrainConfig) -> tuple[Path, dict | None]:
                 f"run its own command again to continue it, or choose a new --out for a new run"
             )
     state = ckpt["resume"]
-    if state["epoch"] >= saved.epochs or (saved.patience and state["epoch"] - state["best_epoch"] >= saved.patience):
+    if state["epoch"] >= saved.epochs or stopped_early(state["epoch"], state["best_epoch"], saved.patience):
         raise RunFinished(
             f"{path} holds a finished run (epoch {state['epoch']} of {saved.epochs}, best.pt from epoch {state['best_epoch']}); "
             f"evaluate it with: python fashion_trainer.py evaluate {path / 'best.pt'}, or choose a new --out to train again"
@@ -1856,11 +1883,8 @@ def open_run(config: TrainConfig) -> tuple[Path, dict | None]:
 def _continue(ckpt: dict, run_dir: Path, flags: dict, verb: str) -> None:
     """Go on with a saved run on this machine: its settings and data, with --device/--precision from the command."""
     config = TrainConfig.from_dict(ckpt["train_config"])
-    changes = {
-        name: _check_choice(name, flags[name], choices)
-        for name, choices in (("device", DEVICES), ("precision", PRECISIONS))
-        if name in flags
-    }
+    checks = {f.name: f.metadata.get("check") for f in dataclasses.fields(TrainConfig)}
+    changes = {name: checks[name](name, flags[name]) for name in ("device", "precision") if name in flags}
     if "device" not in changes and not device_available(config.device):
         print(
             f"note: this run was started with --device={config.device}, which is not available here; going on with --device=auto",
@@ -1887,7 +1911,7 @@ def predict_logits(
     """Logits for a whole split, in batches (channels-last where safe, under autocast to `amp` if given), on the CPU."""
     layout = torch.channels_last if DeviceUse.of(device).channels_last else torch.contiguous_format
     model.eval().to(memory_format=layout)
-    with torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext():
+    with autocast(device, amp):
         batches = (images[i : i + batch_size].to(device).contiguous(memory_format=layout) for i in range(0, len(images), batch_size))
         return torch.cat([model(x).float().cpu() for x in batches])
 
