@@ -1,0 +1,291 @@
+"""Resume anywhere: every state that a kill, a move to another device or process count, or a budget leaves behind is
+continued, or refused in one line before any data is read."""
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, assert_one_line_error, ctrl_c_at_step, ft, weights_hash, write_course_npz
+
+ARGS = ("--epochs=3", "--batch_size=32")
+
+
+def _files(run) -> list[str]:
+    return sorted(p.name for p in run.iterdir())
+
+
+# ----------------------------------------------------------------------------- killed while writing
+
+
+def test_killed_in_epoch_1_between_best_pt_and_last_pt_the_same_command_trains(cli, tiny_data, tmp_path):
+    assert cli("train", f"--data_dir={tiny_data}", "--out=whole", *ARGS)[0] == 0
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("best.pt", "history.json", "training_curve.png"):  # what an older version left when killed there
+        shutil.copy(tmp_path / "whole" / name, run / name)
+    (run / "last.pt.tmp").write_bytes(b"half a checkpoint")
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)
+    assert code == 0, err
+    assert "holds no finished epoch's training state" in err and "starting the run again" in err
+    assert [e["epoch"] for e in json.loads((run / "history.json").read_text())["epochs"]] == [1, 2, 3]
+    assert "last.pt.tmp" not in _files(run)
+    a, b = (torch.load(tmp_path / n / "best.pt", weights_only=True)["state_dict"] for n in ("whole", "run"))
+    assert weights_hash(a) == weights_hash(b)
+
+
+def test_a_first_epoch_leftover_of_other_settings_is_still_refused(cli, tiny_data, tmp_path):
+    assert cli("train", f"--data_dir={tiny_data}", "--out=whole", "--epochs=1", "--batch_size=32")[0] == 0
+    (tmp_path / "run").mkdir()
+    shutil.copy(tmp_path / "whole" / "best.pt", tmp_path / "run" / "best.pt")
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=1", "--batch_size=32", "--lr=1e-4")
+    assert_one_line_error(code, err, "--lr=0.003, this command says 0.0001", exit_code=2)
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=1", "--batch_size=32")
+    assert_one_line_error(code, err, "holds no run to continue", exit_code=2)
+
+
+def test_checkpoint_writes_keep_a_whole_last_pt_at_every_moment_and_best_pt_never_ahead(cli, tiny_data, tmp_path, monkeypatch):
+    run, seen, synced = tmp_path / "run", [], []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(src, dst):
+        if (run / "last.pt").exists():
+            seen.append(("before", os.path.basename(dst), (run / "last.pt").is_file()))
+        real_replace(src, dst)
+        if os.path.basename(dst) in ("last.pt", "last.prev.pt", "best.pt"):
+            seen.append(("after", os.path.basename(dst), (run / "last.pt").is_file()))
+
+    monkeypatch.setattr(ft.os, "replace", replace)
+    monkeypatch.setattr(ft.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    assert cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)[0] == 0
+    assert all(present for _, _, present in seen[1:])  # from the first last.pt on, a whole last.pt is always there
+    order = [name for when, name, _ in seen if when == "after"]
+    assert order.index("last.pt") < order.index("best.pt")  # the state first, then the best weights
+    assert all(order[i - 1] == "last.pt" for i, name in enumerate(order) if name == "best.pt")
+    assert len(synced) >= 2 * len(order)  # every file, and the folder after each rename
+
+
+def test_killed_between_last_pt_and_best_pt_the_continued_run_keeps_the_right_best(cli, tiny_data, tmp_path, monkeypatch):
+    assert cli("train", f"--data_dir={tiny_data}", "--out=whole", *ARGS)[0] == 0
+    real = ft.save_torch
+
+    def killed_at_best(obj, path, previous=None):
+        if path.name == "best.pt" and obj["metrics"]["epoch"] == 2:
+            raise KeyboardInterrupt  # killed right after last.pt of epoch 2 became whole
+        real(obj, path, previous)
+
+    monkeypatch.setattr(ft, "save_torch", killed_at_best)
+    assert cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)[0] == 130
+    monkeypatch.setattr(ft, "save_torch", real)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["resume"]["best_epoch"] == 2
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)
+    assert code == 0, err
+    a, b = (torch.load(tmp_path / n / "best.pt", weights_only=True) for n in ("whole", "run"))
+    assert a["metrics"]["epoch"] == b["metrics"]["epoch"] and weights_hash(a["state_dict"]) == weights_hash(b["state_dict"])
+
+
+def test_sigkill_at_any_moment_continues_rather_than_restarts(tmp_path):
+    import signal
+    import time
+
+    data = write_course_npz(tmp_path / "d", n_train=400, n_test=20)
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, str(ft.ROOT / "fashion_trainer.py"), "train", f"--data_dir={data}", "--epochs=4", "--batch_size=32"]
+    subprocess.run([*cmd, f"--out={tmp_path / 'whole'}"], env=env, check=True, capture_output=True)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*cmd, f"--out={run}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (run / "history.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # somewhere in epoch 2, or in the middle of writing its checkpoint
+    os.kill(proc.pid, signal.SIGKILL)  # no handler runs, as when Colab recycles a runtime
+    proc.wait()
+    done = json.loads((run / "history.json").read_text())["epochs"][-1]["epoch"]
+    result = subprocess.run([*cmd, f"--out={run}"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"after epoch {done} of 4" in result.stderr  # went on from the saved epoch instead of starting over
+    assert result.stderr.count("\nepoch ") + result.stderr.startswith("epoch ") == 4 - done  # trained only what was left
+    assert [e["epoch"] for e in json.loads((run / "history.json").read_text())["epochs"]] == [1, 2, 3, 4]
+    a, b = (torch.load(p / "last.pt", weights_only=True)["state_dict"] for p in (tmp_path / "whole", run))
+    assert weights_hash(a) == weights_hash(b)
+
+
+# ----------------------------------------------------------------------------- moved to another number of processes
+
+
+def _torchrun(tmp_path, data, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "fashion_trainer.py")]
+    return subprocess.run(
+        [*command, "train", f"--data_dir={data}", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_torchrun_run_is_finished_in_one_process_with_its_schedule_completed(cli, tmp_path):
+    # 194 training images in batches of 32: two processes merge the last 2 images into the batch before (6 steps an
+    # epoch), one process takes them as a step of their own (7 steps)
+    data = write_course_npz(tmp_path / "d", n_train=204, n_test=20)
+    args = ("--out=run", "--epochs=2", "--batch_size=32", "--device=cpu")
+    result = _torchrun(tmp_path, data, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (tmp_path / "cut").mkdir()  # the state after epoch 1 of the 2-process run, as if it had been stopped there
+    shutil.copy(tmp_path / "run" / "last.prev.pt", tmp_path / "cut" / "last.pt")
+    code, _, err = cli("train", f"--data_dir={data}", "--out=cut", "--epochs=2", "--batch_size=32", "--device=cpu")
+    assert code == 0, err
+    assert "in 2 process(es) so far and goes on in 1" in err
+    last = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    schedule = last["resume"]["scheduler"]
+    assert last["resume"]["step"] == 6 + 7 and schedule["last_epoch"] == schedule["total_steps"] == 13  # ended exactly
+    assert last["train_config"]["world_size"] == 1
+
+
+def test_a_batch_too_small_for_the_processes_is_refused_before_any_data_is_read(cli, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    code, _, err = cli("train", "--data_dir=no/such/data", "--out=run", "--batch_size=3")
+    assert_one_line_error(code, err, "--batch_size=3 is shared by 2 processes", "at least 2 images", "≥ 4", exit_code=2)
+
+
+# ----------------------------------------------------------------------------- moved to another kind of device
+
+
+def _policy(monkeypatch, **changes) -> None:
+    """Make the CPU train as another device would: fused AdamW as on CUDA, contiguous weights as on MPS."""
+    real = ft.DeviceUse.of
+    monkeypatch.setattr(ft.DeviceUse, "of", classmethod(lambda cls, device: dataclasses.replace(real(device), **changes)))
+
+
+def _cut(cli, tiny_data, monkeypatch, *flags) -> None:
+    """A run in folder `cut` stopped by Ctrl-C in epoch 2 of 3 (last.pt holds epoch 1)."""
+    real = ctrl_c_at_step(monkeypatch, 8)  # 6 steps an epoch
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=cut", "--epochs=3", "--batch_size=32", *flags)
+    assert code == 130, err
+    monkeypatch.setattr(ft, "update_ema", real)
+
+
+def test_a_cpu_run_continues_on_a_t4_with_fused_adamw_and_the_gradient_scaler(cli, tiny_data, tmp_path, monkeypatch):
+    _cut(cli, tiny_data, monkeypatch, "--precision=fp32")
+    before = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert not before["resume"]["optimizer"]["param_groups"][0].get("fused")
+    with monkeypatch.context() as t4:
+        _policy(t4, fused_adamw=True)
+        t4.setattr(ft, "autocast_dtype", lambda device, precision: torch.float16)  # a T4: fp16 and a gradient scaler
+        t4.setattr(ft, "autocast", lambda device, amp: contextlib.nullcontext())  # fp16 arithmetic is slow on a CPU
+        code, _, err = cli("train", "--resume=cut")
+    assert code == 0, err
+    after = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]
+    assert after["optimizer"]["param_groups"][0]["fused"] is True  # this device's way of stepping, not the checkpoint's
+    assert after["scaler"]["_growth_tracker"] > 0  # steps were taken, not skipped for inf/NaN gradients
+    moved = [k for k, v in after["model"].items() if v.is_floating_point() and not torch.equal(v, before["resume"]["model"][k])]
+    assert moved
+
+
+def test_a_gpu_run_continues_on_a_laptop_unfused_with_its_state_where_its_weights_are(cli, tiny_data, tmp_path, monkeypatch):
+    with monkeypatch.context() as gpu:
+        _policy(gpu, fused_adamw=True)  # as on CUDA: fused AdamW, step counters beside the weights
+        _cut(cli, tiny_data, gpu)
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]["optimizer"]["param_groups"][0]["fused"] is True
+    with monkeypatch.context() as mac:
+        _policy(mac, channels_last=False)  # as on MPS: contiguous weights
+        code, _, err = cli("train", "--resume=cut")
+    assert code == 0, err
+    optimizer = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]["optimizer"]
+    assert not optimizer["param_groups"][0]["fused"]
+    states = list(optimizer["state"].values())
+    assert all(s["step"].device.type == "cpu" for s in states)
+    four_d = [s["exp_avg"] for s in states if s["exp_avg"].dim() == 4]
+    assert four_d and all(t.is_contiguous() for t in four_d)  # not channels-last, as the weights on a Mac
+
+
+# ----------------------------------------------------------------------------- --budget
+
+
+class FakeClock:
+    """perf_counter for fashion_trainer.py that moves only when a training step is taken (`per_step` seconds) or when a
+    compiled model first runs (`compile` seconds): plans and budgets can then be checked exactly."""
+
+    def __init__(self, monkeypatch, per_step: float, compile: float = 0.0):
+        self.now, self.per_step = 0.0, per_step
+        real_ema = ft.update_ema
+
+        def step(*args, **kwargs):
+            self.now += self.per_step
+            real_ema(*args, **kwargs)
+
+        class Compiled(torch.nn.Module):  # what torch.compile returns: a wrapper whose first call compiles
+            def __init__(self, inner):
+                super().__init__()
+                self.inner, self.compiled = inner, False
+
+            def forward(self, x):
+                if not self.compiled:
+                    clock.now, self.compiled = clock.now + compile, True
+                return self.inner(x)
+
+        clock = self
+        compiled = Compiled
+
+        monkeypatch.setattr(ft, "update_ema", step)
+        monkeypatch.setattr(ft.time, "perf_counter", lambda: self.now)
+        monkeypatch.setattr(torch, "compile", compiled)
+
+
+@pytest.mark.parametrize(("batch_size", "compile"), [(64, False), (64, True), (32, False)])
+def test_budget_runs_end_within_the_budget(cli, tiny_data, tmp_path, monkeypatch, batch_size, compile):
+    # 190 images: 3 steps an epoch at 64 (the probe can time only 3 steps, not 8), 6 at 32
+    clock = FakeClock(monkeypatch, per_step=1.0, compile=10.0 if compile else 0.0)
+    flags = ["--compile"] if compile else []
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", f"--batch_size={batch_size}", *flags)
+    assert code == 0, err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert clock.now <= 40 * 1.05 and history["epochs"][-1]["seconds"] <= 40 * 1.05
+    assert len(history["epochs"]) == history["config"]["epochs"] >= 2  # and it used the budget, not a token part of it
+    assert f"so {history['config']['epochs']} epochs" in err or "epochs in all" in err
+
+
+def test_budget_plans_from_the_steps_it_timed(cli, tiny_data, tmp_path, monkeypatch):
+    FakeClock(monkeypatch, per_step=1.0)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
+    assert code == 0, err
+    # 6 s of probing (3 + 3 steps), then epochs of 3 steps + validation + saving: 3.55 s; 0.97 × 40 - 6 = 32.8 s: 9 epochs
+    assert "about 3.6 s an epoch here, so 9 epochs" in err
+
+
+def test_a_budget_below_one_epoch_is_said(cli, tiny_data, monkeypatch):
+    FakeClock(monkeypatch, per_step=1.0)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=8", "--batch_size=32")
+    assert_one_line_error(code, err, "--budget=8 is less than one epoch here", "--budget=")
+
+
+def test_a_fast_device_trains_at_most_four_times_the_datasets_epochs_on_a_budget(cli, tiny_data, tmp_path, monkeypatch):
+    FakeClock(monkeypatch, per_step=0.0)
+    steps = {"n": 0}
+    real = ft.update_ema
+
+    def stop_after_the_probe(*args, **kwargs):
+        steps["n"] += 1
+        if steps["n"] > 9:
+            raise KeyboardInterrupt
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "update_ema", stop_after_the_probe)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=1000", "--batch_size=32")
+    assert code == 130, err
+    epochs = ft.BUDGET_MOST_EPOCHS * ft.DATASETS["corruptedmnist"].epochs
+    assert f"so {epochs} epochs (the most a budget trains" in err
+
+
+def test_budget_and_resume_keep_the_plan(cli, tiny_data, tmp_path, monkeypatch):
+    FakeClock(monkeypatch, per_step=1.0)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
+    assert code == 0, err
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
+    assert_one_line_error(code, err, "finished run", exit_code=3)  # the same command: the plan is not redone
+    assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--budget=10", "--epochs=3")[::2], "--budget", exit_code=2)
+    assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--budget=0")[::2], "--budget", exit_code=2)
