@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, assert_one_line_error, ft
+from conftest import SHARED_DATA, assert_one_line_error, ft, needs_shared
 from test_data import _Server, write_mnist_folder
 
 CIFAR_BATCHES = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
@@ -169,13 +169,11 @@ def test_default_folder_then_system_folder_are_used_before_downloading(tmp_path,
     assert ft.locate("fashionmnist", None) == Path("data/fashionmnist")
 
 
-def test_unknown_dataset_lists_the_valid_ones(cli):
-    for command in (["train"], ["prepare"], ["evaluate", "x.pt"]):
+def test_unknown_dataset_lists_the_valid_ones(cli, tiny_data):
+    assert cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=1")[0] == 0
+    for command in (["train"], ["prepare"], ["evaluate", "run/best.pt"], ["show"], ["knn"]):
         code, _, err = cli(*command, "--dataset=svhn")
-        if command[0] == "evaluate":
-            assert_one_line_error(code, err, "does not exist")  # the checkpoint is checked first
-        else:
-            assert_one_line_error(code, err, "corruptedmnist, mnist, fashionmnist, cifar", exit_code=2)
+        assert_one_line_error(code, err, "svhn", "corruptedmnist, mnist, fashionmnist, cifar", exit_code=2)
 
 
 def test_prepare_fetches_a_dataset_into_its_folder(cli, tmp_path, monkeypatch):
@@ -191,7 +189,7 @@ def test_prepare_fetches_a_dataset_into_its_folder(cli, tmp_path, monkeypatch):
     assert "5020 train / 20 test" in out and sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(sums)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "fashion-mnist").is_dir(), reason="../shared/data/fashion-mnist is absent")
+@needs_shared("fashion-mnist")
 def test_real_fashion_mnist_files_match_the_recorded_checksums():
     folder = SHARED_DATA / "fashion-mnist"
     for name, checksum in ft.DATASETS["fashionmnist"].checksums.items():

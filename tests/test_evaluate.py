@@ -14,7 +14,7 @@ def trained(tmp_path_factory):
     """One tiny trained run shared by the tests here."""
     root = tmp_path_factory.mktemp("trained")
     data = write_course_npz(root / "d", n_train=300, n_test=60, shards=3)
-    ft.main(["train", f"--data_dir={data}", f"--out={root / 'run'}", "--epochs=2", "--batch_size=32"])
+    ft.main(["train", f"--data_dir={data}", f"--out={root / 'run'}", "--epochs=3", "--batch_size=32"])
     return data, root / "run" / "best.pt"
 
 
@@ -25,6 +25,8 @@ def test_evaluate_prints_exactly_one_line(cli, trained):
     assert re.fullmatch(r"Test accuracy: \d{1,3}\.\d\d% \(\d+/60\)\n", out), out
     correct = int(out.split("(")[1].split("/")[0])
     assert out.startswith(f"Test accuracy: {100 * correct / 60:.2f}%")
+    assert correct >= 42  # the fixture learned: 70 % or more (chance is 10 %)
+    assert "warning" not in err  # the data the model was trained beside: nothing to warn about
 
 
 def test_checkpoint_holds_everything_as_plain_values(trained):
@@ -34,7 +36,7 @@ def test_checkpoint_holds_everything_as_plain_values(trained):
     assert state["classes"] == [str(d) for d in range(10)]
     assert state["model_config"]["input_shape"] == [1, 28, 28]
     assert len(state["normalization"]["mean"]) == 1 and state["normalization"]["std"][0] > 0
-    assert state["train_config"]["epochs"] == 2 and 0 <= state["metrics"]["val_accuracy"] <= 1
+    assert state["train_config"]["epochs"] == 3 and 0 <= state["metrics"]["val_accuracy"] <= 1
     assert len(state["data_fingerprint"]["train"]) == 16 and len(state["data_fingerprint"]["test"]) == 16
 
 
@@ -120,13 +122,16 @@ def test_test_time_augmentation_averages_turned_copies():
     assert torch.allclose(ft.predict_probs(model, x, cpu, degrees=[-10, 0, 10]), (turned[0] + single + turned[1]) / 3, atol=1e-6)
 
 
-def test_evaluate_uses_the_checkpoints_test_turns_unless_told_not_to(cli, trained):
+def test_evaluate_uses_the_checkpoints_test_turns_unless_told_not_to(cli, trained, monkeypatch):
     data, good = trained
+    asked, real = [], ft.predict_probs
+    monkeypatch.setattr(ft, "predict_probs", lambda *a, **k: asked.append(list(a[4])) or real(*a, **k))
     assert torch.load(good, weights_only=True)["model_config"]["tta_degrees"] == [-10, 0, 10]
     code, out, err = cli("evaluate", str(good), f"--data_dir={data}")
     assert code == 0 and "averaging turns of -10, 0, 10 degrees" in err and out.startswith("Test accuracy:")
     code, out, err = cli("evaluate", str(good), f"--data_dir={data}", "--tta=False")
     assert code == 0 and "averaging" not in err and out.startswith("Test accuracy:")
+    assert asked == [[-10, 0, 10], []]  # the turns are scored, not only announced
     code, _, err = cli("evaluate", str(good), f"--data_dir={data}", "--tta=maybe")
     assert_one_line_error(code, err, "--tta", "True or False", exit_code=2)
 

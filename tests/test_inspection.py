@@ -6,7 +6,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, digit_images, ft, write_course_npz
+from conftest import assert_one_line_error, ft, write_course_npz
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,17 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("inspect")
     data = write_course_npz(root / "d", n_train=400, n_test=60, shards=2)
     assert ft.main(["train", f"--data_dir={data}", f"--out={root / 'run'}", "--epochs=3", "--batch_size=32"]) == 0
+    assert ft.load_checkpoint(root / "run" / "best.pt")["metrics"]["best_val_accuracy"] >= 0.9  # it learned: far above chance
     return data, root / "run" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    """A model trained for three epochs on the bundled sample's real (turned) digits, for pictures a user would take."""
+    root = tmp_path_factory.mktemp("digits")
+    assert ft.main(["train", f"--data_dir={ft.SAMPLE_DATA_DIR}", f"--out={root / 'run'}", "--epochs=3", "--batch_size=128"]) == 0
+    assert ft.load_checkpoint(root / "run" / "best.pt")["metrics"]["best_val_accuracy"] >= 0.85
+    return root / "run" / "best.pt"
 
 
 @pytest.fixture
@@ -50,6 +60,10 @@ def test_show_with_checkpoint_marks_wrong_predictions_in_red(cli, trained, figur
     panels = [ax for ax in figures[0].axes if ax.images]
     red = [ax for ax in panels if ax.title.get_color() == "red"]
     assert len(panels) == 30 and len(red) == wrong and all("→" in ax.get_title() for ax in panels)
+    labels = np.load(data / "test.npz")["labels"][:30]
+    shown = [ax.get_title().split(" → ") for ax in panels]
+    assert [int(true) for true, _ in shown] == labels.tolist()
+    assert wrong <= 3 and sum(true != predicted for true, predicted in shown) == wrong  # a model that learned, marked truly
 
 
 def test_mc_dropout_histogram_counts_sum_to_samples(cli, trained, tmp_path, figures):
@@ -61,6 +75,9 @@ def test_mc_dropout_histogram_counts_sum_to_samples(cli, trained, tmp_path, figu
     assert sum(p.get_height() for p in hist.patches) == 57
     mean = [p.get_height() for p in figures[0].axes[2].patches]
     assert abs(sum(mean) - 1) < 1e-4
+    label = int(np.load(data / "test.npz")["labels"][3])
+    assert out.startswith(f"test image 3 (label {label}): {label} with mean p=")  # the learned model's answer is the digit
+    assert int(np.argmax(mean)) == label
     entropy = float(re.search(r"entropy ([\d.]+)", out).group(1))
     assert 0 <= entropy <= np.log(10) + 1e-6
     # seeded: the same command gives the same line
@@ -128,20 +145,27 @@ def test_mnist_style_crops_scales_and_centres_by_mass():
     assert abs(cy - 13.5) < 1 and abs(cx - 13.5) < 1
 
 
-def test_predict_prints_top3_per_file_and_refuses_non_images(cli, trained, tmp_path):
-    _, ckpt = trained
-    digit = 255 - np.kron(digit_images(np.array([4]))[0], np.ones((5, 5), np.uint8))  # dark on light, 140×140
-    matplotlib.image.imsave(tmp_path / "four.png", digit, cmap="gray")
-    matplotlib.image.imsave(tmp_path / "four.jpg", np.stack([digit] * 3, -1))
-    code, out, err = cli("predict", str(ckpt), "four.png", "four.jpg")
+def test_predict_names_the_digits_of_pictures_and_refuses_non_images(cli, digits_model, tmp_path):
+    test = np.load(ft.SAMPLE_DATA_DIR / "test.npz")
+    firsts = [int(np.flatnonzero(test["labels"] == d)[0]) for d in range(10)]  # the first test digit of each class
+    names = []
+    for digit, i in enumerate(firsts):
+        page = 255 - np.kron(test["images"][i], np.ones((5, 5), np.uint8))  # dark ink on a light page, 140×140
+        matplotlib.image.imsave(tmp_path / f"digit{digit}.png", page, cmap="gray", vmin=0, vmax=255)
+        names.append(f"digit{digit}.png")
+    matplotlib.image.imsave(tmp_path / "digit0.jpg", np.stack([page] * 3, -1))  # a colour JPEG of the 9
+    code, out, err = cli("predict", str(digits_model), *names, "digit0.jpg")
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert len(lines) == 2
-    for name, line in zip(("four.png", "four.jpg"), lines):
+    assert len(lines) == 11
+    right = 0
+    for name, line in zip([*names, "digit0.jpg"], lines):
         match = re.fullmatch(rf"{name}: (\d) ([\d.]+)%, (\d) ([\d.]+)%, (\d) ([\d.]+)%", line)
         assert match, line
         probs = [float(match.group(i)) for i in (2, 4, 6)]
         assert probs == sorted(probs, reverse=True)
+        right += match.group(1) == (name[5] if name.endswith(".png") else "9")
+    assert right >= 9, out  # the photographed digits are named: 11 pictures, at most 2 wrong
     (tmp_path / "notes.png").write_text("not a picture")
-    assert_one_line_error(*cli("predict", str(ckpt), "notes.png")[::2], "notes.png", "not a readable image")
-    assert_one_line_error(*cli("predict", str(ckpt))[::2], "needs picture files", exit_code=2)
+    assert_one_line_error(*cli("predict", str(digits_model), "notes.png")[::2], "notes.png", "not a readable image")
+    assert_one_line_error(*cli("predict", str(digits_model))[::2], "needs picture files", exit_code=2)
