@@ -67,6 +67,11 @@ def _bad_checkpoint(path: Path, kind: str, good: Path) -> tuple[str, ...]:
     if kind == "foreign dict":
         torch.save({"epoch": 3, "acc": 0.9}, path)
         return ("not a fashion_trainer checkpoint",)
+    if kind == "missing keys":
+        state = torch.load(good, weights_only=True)
+        del state["model_config"]
+        torch.save(state, path)
+        return ("is missing", "model_config", "damaged")
     if kind == "newer format":
         state = torch.load(good, weights_only=True)
         state["format_version"] = ft.FORMAT_VERSION + 1
@@ -81,7 +86,8 @@ def _bad_checkpoint(path: Path, kind: str, good: Path) -> tuple[str, ...]:
 
 
 @pytest.mark.parametrize(
-    "kind", ["missing", "empty", "truncated", "text", "bare state dict", "foreign dict", "newer format", "mismatched weights"]
+    "kind",
+    ["missing", "empty", "truncated", "text", "bare state dict", "foreign dict", "missing keys", "newer format", "mismatched weights"],
 )
 def test_bad_checkpoints_are_refused_with_one_line(cli, trained, tmp_path, kind):
     data, good = trained

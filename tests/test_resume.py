@@ -72,6 +72,11 @@ def test_checkpoint_writes_keep_a_whole_last_pt_at_every_moment_and_best_pt_neve
 
 
 def test_killed_between_last_pt_and_best_pt_the_continued_run_keeps_the_right_best(cli, tiny_data, tmp_path, monkeypatch):
+    def scores(*values):  # validation accuracies by epoch: epoch 2 is the best, epoch 3 is worse
+        left = iter(values)
+        monkeypatch.setattr(ft, "validate", lambda *a, **k: next(left))
+
+    scores(0.5, 0.9, 0.5)
     assert cli("train", f"--data_dir={tiny_data}", "--out=whole", *ARGS)[0] == 0
     real = ft.save_torch
 
@@ -80,14 +85,26 @@ def test_killed_between_last_pt_and_best_pt_the_continued_run_keeps_the_right_be
             raise KeyboardInterrupt  # killed right after last.pt of epoch 2 became whole
         real(obj, path, previous)
 
+    scores(0.5, 0.9)
     monkeypatch.setattr(ft, "save_torch", killed_at_best)
     assert cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)[0] == 130
     monkeypatch.setattr(ft, "save_torch", real)
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["metrics"]["epoch"] == 1
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["resume"]["best_epoch"] == 2
+    scores(0.5)
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)
     assert code == 0, err
     a, b = (torch.load(tmp_path / n / "best.pt", weights_only=True) for n in ("whole", "run"))
-    assert a["metrics"]["epoch"] == b["metrics"]["epoch"] and weights_hash(a["state_dict"]) == weights_hash(b["state_dict"])
+    assert a["metrics"]["epoch"] == b["metrics"]["epoch"] == 2 and weights_hash(a["state_dict"]) == weights_hash(b["state_dict"])
+
+
+def test_training_data_changed_since_the_run_was_saved_is_refused(cli, tiny_data, tmp_path, monkeypatch):
+    real = ctrl_c_at_step(monkeypatch, 8)
+    assert cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)[0] == 130
+    monkeypatch.setattr(ft, "update_ema", real)
+    write_course_npz(tiny_data, seed=9)  # other digits in the same folder
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)
+    assert_one_line_error(code, err, "the training data changed since run was saved")
 
 
 def test_sigkill_at_any_moment_continues_rather_than_restarts(tmp_path):

@@ -1,0 +1,212 @@
+"""Mutation check: break fashion_trainer.py one line at a time and run the tests that claim the behaviour.
+
+    python scripts/mutate.py              # every mutation below (about 10 minutes on 2 cores)
+    python scripts/mutate.py resume evaluate   # only those whose name contains one of the words
+
+Each mutation is one line changed to what a slip of the hand would write. A mutation the tests do not catch
+("survived") is a behaviour no test guards: add a test that fails on it, or explain below why it is equivalent. The
+copy under test lives in a temporary folder; the repository is never changed. Exit status 1 if any survived.
+"""
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (name, the line as it is, the line broken, the tests that must catch it)
+MUTATIONS = [
+    # checkpoint loading
+    (
+        "checkpoint: newer format accepted",
+        "version > FORMAT_VERSION:",
+        "version > FORMAT_VERSION + 1:",
+        "tests/test_evaluate.py -k bad_checkpoints",
+    ),
+    (
+        "checkpoint: pickles run",
+        'restricted_load(lambda: torch.load(path, map_location="cpu", weights_only=True), path, "tensors and plain values"',
+        'restricted_load(lambda: torch.load(path, map_location="cpu", weights_only=False), path, "tensors and plain values"',
+        "tests/test_evaluate.py -k malicious",
+    ),
+    (
+        "checkpoint: missing keys not checked",
+        'missing = [k for k in ("model_config", "state_dict", "classes") if k not in ckpt]',
+        "missing = []",
+        "tests/test_evaluate.py -k bad_checkpoints",
+    ),
+    # evaluate and prediction
+    (
+        "evaluate: no test-time turns",
+        'degrees = list(ckpt["model_config"].get("tta_degrees") or []) if tta else []',
+        "degrees = []",
+        "tests/test_evaluate.py -k turns",
+    ),
+    (
+        "evaluate: warns on every run",
+        "if expected and expected != fingerprint(data.test_images, data.test_labels):",
+        "if True:",
+        "tests/test_evaluate.py -k one_line",
+    ),
+    (
+        "evaluate: counts the wrong ones",
+        "degrees, amp).argmax(1)\n    correct, total = int((predictions == data.test_labels).sum())",
+        "degrees, amp).argmax(1)\n    correct, total = int((predictions != data.test_labels).sum())",
+        "tests/test_evaluate.py -k one_line",
+    ),
+    (
+        "predict: averages the turns wrongly",
+        "return sum(predict_logits(model, view, device, batch_size, amp).softmax(1) for view in views) / len(angles)",
+        "return sum(predict_logits(model, view, device, batch_size, amp).softmax(1) for view in views)",
+        "tests/test_evaluate.py -k averages",
+    ),
+    (
+        "predict: pictures not inverted",
+        "ink = 1 - gray if border.mean() > 0.5 else gray.clone()",
+        "ink = gray.clone()",
+        "tests/test_inspection.py -k predict",
+    ),
+    # data reading and discovery
+    ("data: NaN pixels read", "if not np.isfinite(images).all():", "if False:", "tests/test_data.py -k broken_data"),
+    (
+        "data: labels out of range read",
+        "if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):",
+        "if False:",
+        "tests/test_data.py -k broken_data",
+    ),
+    (
+        "data: checksum not verified",
+        'if checksum is not None and not checksum_matches(tmp, checksum, gzipped=dest.suffix == ".gz"):',
+        "if False:",
+        "tests/test_data.py -k download",
+    ),
+    (
+        "data: changed training data continued",
+        'if fingerprint(data.train_images, data.train_labels) != ckpt["data_fingerprint"]["train"]:',
+        "if False:",
+        "tests/test_resume.py -k changed",
+    ),
+    # prepare
+    (
+        "prepare: course mode turns each image on its own",
+        "train_angles, test_angles = chunk_angles[:-1].repeat_interleave(size), chunk_angles[-1].expand(len(test_x))",
+        "train_angles, test_angles = random_angles(n_train, plan['degrees'], generator), chunk_angles[-1].expand(len(test_x))",
+        "tests/test_data.py -k course",
+    ),
+    (
+        "prepare: the bundled sample's digits drawn",
+        'pool = np.flatnonzero(~sample_digits(arrays["train_labels"]))',
+        'pool = np.arange(len(arrays["train_labels"]))',
+        "tests/test_data.py -k prepare",
+    ),
+    # the training state's save and restore
+    (
+        "state: augmentation stream not restored",
+        'self.generator.set_state(state["generator"])',
+        "pass",
+        "tests/test_training.py -k interrupted",
+    ),
+    ("state: global RNG not restored", 'torch.set_rng_state(state["torch_rng"])', "pass", "tests/test_training.py -k interrupted"),
+    ("state: optimizer keeps the checkpoint's stepping", "group.update(own)", "pass", "tests/test_resume.py -k 't4 or laptop'"),
+    ("state: schedule keeps the old length", "self.set_total_steps(total_steps)", "pass", "tests/test_resume.py -k torchrun"),
+    ("state: files not synced", "os.fsync(f.fileno())", "pass", "tests/test_resume.py -k whole_last_pt"),
+    (
+        "state: no last.prev.pt",
+        'run_dir / "last.pt", previous=run_dir / "last.prev.pt")',
+        'run_dir / "last.pt", previous=None)',
+        "tests/test_training.py -k damaged",
+    ),
+    (
+        "state: batch norm not re-measured",
+        "recalibrate_batch_norm(state.final, x_train, device, state.memory_format, state.amp)",
+        "pass",
+        "tests/test_evaluate.py -k one_line",
+    ),
+    # resume
+    (
+        "resume: a finished run trained again",
+        'if state["epoch"] >= saved.epochs or stopped_early(state["epoch"], state["best_epoch"], saved.patience):',
+        'if stopped_early(state["epoch"], state["best_epoch"], saved.patience):',
+        "tests/test_training.py -k continues",
+    ),
+    (
+        "resume: best.pt not restored",
+        'if state["best_epoch"] != state["epoch"]:',
+        "if True:",
+        "tests/test_resume.py -k between_last_pt_and_best",
+    ),
+    (
+        "resume: other content overwritten",
+        'if names is None or not all(n in RUN_FILES or n.endswith(".tmp") for n in names):',
+        "if names is None:",
+        "tests/test_resume.py -k leftover",
+    ),
+    ("resume: tiny batches under torchrun", "if batch_size < 2 * world:", "if False:", "tests/test_resume.py -k batch_too_small"),
+    (
+        "resume: other settings continued",
+        'return [name for name in self.flags("same") if name not in planned and getattr(self, name) != getattr(saved, name)]',
+        "return []",
+        "tests/test_training.py -k continues",
+    ),
+    # the CLI's error path and faults of the machine
+    ("cli: usage errors exit 1", "        return exc.exit_code", "        return 1", "tests/test_training.py -k bad_train_arguments"),
+    (
+        "cli: unexpected errors as tracebacks",
+        "    except Exception as exc:  # a bug or a fault nobody foresaw: still one line, the traceback on request",
+        "    except ZeroDivisionError as exc:",
+        "tests/test_faults.py -k unexpected",
+    ),
+    (
+        "faults: temporary file left behind",
+        "                tmp.unlink(missing_ok=True)\n    except OSError",
+        "                pass\n    except OSError",
+        "tests/test_faults.py",
+    ),
+    (
+        "faults: unwritable --out found late",
+        "        check_writable(run_dir)  # a full disk, a read-only or vanished folder: said before any data is read",
+        "        pass",
+        "tests/test_faults.py -k unwritable",
+    ),
+    ("faults: no plain words", 'errno.ENOSPC: "no space left on the disk",', 'errno.ENOSPC: "error",', "tests/test_faults.py -k mid_run"),
+]
+
+
+def copy_repo(dest: Path) -> None:
+    """The tracked and untracked-but-not-ignored files of the repository."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for name in files.stdout.splitlines():
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+
+
+def main(words: list[str]) -> int:
+    source = (ROOT / "fashion_trainer.py").read_text()
+    chosen = [m for m in MUTATIONS if not words or any(w in m[0] for w in words)]
+    survived = []
+    with tempfile.TemporaryDirectory() as work:
+        copy_repo(Path(work))
+        for name, old, new, tests in chosen:
+            if source.count(old) != 1:
+                print(f"STALE     {name}: the line is not in fashion_trainer.py exactly once; update scripts/mutate.py")
+                survived.append(name)
+                continue
+            (Path(work) / "fashion_trainer.py").write_text(source.replace(old, new))
+            started = time.perf_counter()
+            result = subprocess.run(
+                f"{sys.executable} -m pytest -x -q -p no:cacheprovider {tests}", shell=True, cwd=work, capture_output=True, text=True
+            )
+            verdict = "killed" if result.returncode not in (0, 5) else "SURVIVED"
+            print(f"{verdict:9} {name} ({time.perf_counter() - started:.0f} s: {tests})", flush=True)
+            if verdict == "SURVIVED":
+                survived.append(name)
+    print(f"{len(chosen) - len(survived)} killed, {len(survived)} survived of {len(chosen)}")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
