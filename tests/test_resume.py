@@ -227,12 +227,13 @@ class FakeClock:
     """perf_counter for fashion_trainer.py that moves only when a training step is taken (`per_step` seconds) or when a
     compiled model first runs (`compile` seconds): plans and budgets can then be checked exactly."""
 
-    def __init__(self, monkeypatch, per_step: float, compile: float = 0.0):
-        self.now, self.per_step = 0.0, per_step
+    def __init__(self, monkeypatch, per_step: float, compile: float = 0.0, slower_after: int = 0):
+        self.now, self.per_step, self.steps = 0.0, per_step, 0
         real_ema = ft.update_ema
 
         def step(*args, **kwargs):
-            self.now += self.per_step
+            self.steps += 1
+            self.now += self.per_step * (2 if slower_after and self.steps > slower_after else 1)
             real_ema(*args, **kwargs)
 
         class Compiled(torch.nn.Module):  # what torch.compile returns: a wrapper whose first call compiles
@@ -263,7 +264,18 @@ def test_budget_runs_end_within_the_budget(cli, tiny_data, tmp_path, monkeypatch
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert clock.now <= 40 * 1.05 and history["epochs"][-1]["seconds"] <= 40 * 1.05
     assert len(history["epochs"]) == history["config"]["epochs"] >= 2  # and it used the budget, not a token part of it
-    assert f"so {history['config']['epochs']} epochs" in err or "epochs in all" in err
+    assert f"so {history['config']['epochs']} epochs" in err and "epochs in all" not in err  # the first plan held
+
+
+def test_budget_cuts_the_plan_short_when_the_real_epochs_are_slower(cli, tiny_data, tmp_path, monkeypatch):
+    clock = FakeClock(monkeypatch, per_step=1.0, slower_after=6)  # after the probe's 6 steps every step takes 2 s
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
+    assert code == 0, err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert "so 9 epochs" in err and "epochs in all" in err
+    assert clock.now <= 40 * 1.05 and len(history["epochs"]) == history["config"]["epochs"] < 9
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["resume"]["scheduler"]
+    assert last["last_epoch"] == last["total_steps"] == 3 * len(history["epochs"])  # the schedule refitted, and finished
 
 
 def test_budget_plans_from_the_steps_it_timed(cli, tiny_data, tmp_path, monkeypatch):

@@ -69,6 +69,15 @@ def test_learns_an_easy_task(cli, tmp_path):
     assert code == 0 and float(out.split(":")[1].split("%")[0]) > 90
 
 
+def test_a_large_batch_short_run_is_validated_with_its_own_batch_statistics(cli, tiny_data, tmp_path):
+    # 3 steps an epoch: the running batch-norm averages lag the weights (and the EMA averages them again); validated
+    # with them, such a run scored chance (the sample with --batch_size=1024: 9 %)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=6", "--batch_size=64")
+    assert code == 0, err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert max(e["val_accuracy"] for e in history["epochs"]) >= 0.6, history["epochs"]
+
+
 def test_early_stopping_keeps_the_best_checkpoint(cli, tiny_data, tmp_path, monkeypatch):
     scores = iter([0.5, 0.9, 0.6, 0.6, 0.6, 0.95])
     monkeypatch.setattr(ft, "validate", lambda *a, **k: next(scores))
