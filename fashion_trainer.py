@@ -1398,14 +1398,17 @@ def start_distributed(device_name: str) -> tuple[Ranks, torch.device]:
     return Ranks(rank, world), device
 
 
-def check_processes(batch_size: int) -> None:
-    """Refuse, before any data is read, a global batch that leaves some torchrun process fewer than two images a step
-    (batch norm cannot train on one image, and the other processes would wait for it forever)."""
+def check_before_reading(config: TrainConfig, run_dir: Path) -> None:
+    """What a new or continued run can be refused for before any data is read: a global batch that leaves some torchrun
+    process fewer than two images a step (batch norm cannot train on one, and the others would wait for it forever),
+    and a run folder that cannot be written (a full disk, a read-only or vanished folder; only rank 0 writes)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if batch_size < 2 * world:
+    if config.batch_size < 2 * world:
         raise UsageError(
-            f"--batch_size={batch_size} is shared by {world} processes: each needs at least 2 images a step; use ≥ {2 * world}"
+            f"--batch_size={config.batch_size} is shared by {world} processes: each needs at least 2 images a step; use ≥ {2 * world}"
         )
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_writable(run_dir)
 
 
 def all_sum(values: Tensor, ranks: Ranks) -> Tensor:
@@ -1413,6 +1416,12 @@ def all_sum(values: Tensor, ranks: Ranks) -> Tensor:
     if ranks.world > 1:
         torch.distributed.all_reduce(values)
     return values
+
+
+def from_rank0(values: list[float], device: torch.device, ranks: Ranks) -> list[float]:
+    """Rank 0's numbers, on every rank (so every process takes the same decision)."""
+    sent = torch.tensor(values if ranks.main else [0.0] * len(values), device=device if device.type == "cuda" else "cpu")
+    return all_sum(sent, ranks).tolist()
 
 
 # What a flag may do when a run is continued (the same --out again, or --resume): "same" settings must match the saved
@@ -1768,8 +1777,7 @@ def plan_epochs(
     epoch = step * steps + step * n_val / bs / 3 / ranks.world + 0.5  # + validation (forward only) and saving
     spent = time.perf_counter() - started + once
     most = BUDGET_MOST_EPOCHS * DATASETS[config.dataset].epochs
-    plan = torch.tensor([float((0.97 * config.budget - spent) // epoch), epoch, spent], device=device if device.type == "cuda" else "cpu")
-    epochs, epoch, spent = all_sum(plan if ranks.main else plan * 0, ranks).tolist()  # every process takes rank 0's plan
+    epochs, epoch, spent = from_rank0([float((0.97 * config.budget - spent) // epoch), epoch, spent], device, ranks)
     if epochs < 1:
         need = math.ceil((spent + epoch) / 0.97)
         raise UserError(f"--budget={config.budget:g} is less than one epoch here (about {epoch:.0f} s); give --budget={need} or more")
@@ -1783,8 +1791,7 @@ def replan_epochs(config: TrainConfig, state: TrainingState, elapsed: float, per
     """The epochs that still fit into --budget after this epoch, from the seconds epochs really take here (saving,
     validation and the other processes included): a plan that would overrun is cut short, never lengthened."""
     fits = state.epoch + max(0, int((0.98 * config.budget - elapsed) // max(per_epoch, 1e-9)))
-    decided = torch.tensor([float(min(fits, config.epochs))], device=state.device if state.device.type == "cuda" else "cpu")
-    return int(all_sum(decided if ranks.main else decided * 0, ranks))
+    return int(from_rank0([float(min(fits, config.epochs))], state.device, ranks)[0])
 
 
 def fit(data: Data, run_dir: Path, config: TrainConfig, device: torch.device, resume: dict | None = None, ranks: Ranks = Ranks()) -> dict:
@@ -1814,10 +1821,8 @@ def fit(data: Data, run_dir: Path, config: TrainConfig, device: torch.device, re
             _say_what_moved(resume, device, ranks)
     about = {"model_config": net_config, "classes": list(data.classes), "data_fingerprint": data_fingerprints(data)}
     about["train_config"] = plain(dataclasses.asdict(config))
-    if ranks.main:
-        check_writable(run_dir)
-        if resume is not None:
-            restore_best(resume, run_dir)
+    if ranks.main and resume is not None:
+        restore_best(resume, run_dir)
     started = (clock_started if resume is None else time.perf_counter()) - state.seconds_so_far()
     saved, mark = state.epoch, time.perf_counter()
     try:
@@ -2018,9 +2023,7 @@ def train(resume: str | bool | None = None, **flags) -> None:
     run_dir, unfinished = open_run(config)
     if unfinished is not None:
         return _continue(unfinished, run_dir, flags, "continuing the unfinished run in")
-    check_processes(config.batch_size)
-    if int(os.environ.get("RANK", "0")) == 0:
-        check_writable(run_dir)  # a full disk, a read-only or vanished folder: said before any data is read
+    check_before_reading(config, run_dir)
     data = load_data(config.dataset, config.data_dir)
     if len(data.train_images) < 2:
         raise UserError(f"{data.source}: only {len(data.train_images)} training image(s); need at least 2 to carve a validation split")
@@ -2181,9 +2184,7 @@ def _continue(ckpt: dict, run_dir: Path, flags: dict, verb: str) -> None:
     if "precision" not in flags and config.precision == "fp16" and pick_device(config.device).type == "cpu":
         print("note: this run was started with --precision=fp16, which needs a GPU; going on with --precision=auto", file=sys.stderr)
         config = dataclasses.replace(config, precision="auto")
-    check_processes(config.batch_size)
-    if int(os.environ.get("RANK", "0")) == 0:
-        check_writable(run_dir)
+    check_before_reading(config, run_dir)
     data = load_data(config.dataset, config.data_dir)
     if fingerprint(data.train_images, data.train_labels) != ckpt["data_fingerprint"]["train"]:
         raise UserError(f"{config.data_dir}: the training data changed since {run_dir} was saved; going on would not continue the same run")
