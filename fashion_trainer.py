@@ -9,7 +9,7 @@ Sections, top to bottom, in the order a run goes through them:
   training       TrainConfig (every `train` flag), TrainingState (all a checkpoint restores), fit, `train`, resuming
   evaluation     predictions, checkpoints, `evaluate`
   inspection     `show`, `mc_dropout`, `knn`, `predict`
-  CLI            the command table, the notebook's step runner and the entry point
+  CLI            the command table, the notebook's helpers (step runner, run names, runtime note), the entry point
 
 Ways to run it:
   python fashion_trainer.py train                       CPU, Apple MPS or one CUDA GPU (--device=auto picks)
@@ -2119,7 +2119,7 @@ def load_last(run_dir: Path) -> dict | None:
 
 # What a run folder holds besides its checkpoints: a folder of nothing else, without a training state, was killed before
 # its first epoch was saved whole, and the same command starts it again.
-RUN_FILES = ("best.pt", "history.json", "training_curve.png", "best_confusion.png")
+RUN_FILES = ("best.pt", "history.json", "training_curve.png", "best_confusion.png", "best_misclassified.png")
 
 
 def open_run(config: TrainConfig) -> tuple[Path, dict | None]:
@@ -2378,6 +2378,7 @@ def show(
     n: int = 25,
     out: str | None = None,
     checkpoint: str | None = None,
+    wrong: bool = False,
 ) -> None:
     """Save a grid of the first n images of a split with their labels; with --checkpoint, predictions too (wrong ones in red).
 
@@ -2388,17 +2389,27 @@ def show(
         n: how many images
         out: PNG to write (default: <dataset>_<split>_grid.png)
         checkpoint: a best.pt whose predictions to show beside the labels
+        wrong: show only images the checkpoint gets wrong (the first n of them)
     """
     _check_choice("split", split, ("train", "test"))
     _check_int("n", n, 1)
+    if _check_bool("wrong", wrong) and checkpoint is None:
+        raise UsageError("--wrong needs --checkpoint=RUN/best.pt: it shows the images that checkpoint gets wrong")
     ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
     check_writable(Path(str(out)).parent if out else Path())  # before any data is read
     dataset, data = _inspect_data(dataset, data_dir, ckpt, train=split == "train")
     images, labels = (data.train_images, data.train_labels) if split == "train" else (data.test_images, data.test_labels)
-    images, labels = images[:n], labels[:n]
+    if not wrong:
+        images, labels = images[:n], labels[:n]
     predictions = None
     if ckpt is not None:
         predictions = predict_logits(model_from_checkpoint(ckpt, checkpoint), images, torch.device("cpu")).argmax(1)
+    if wrong:
+        missed = (predictions != labels).nonzero().flatten()[:n]
+        images, labels, predictions = images[missed], labels[missed], predictions[missed]
+    if not len(images):
+        print(f"{checkpoint} gets every {split} image right: nothing to show")
+        return
     cols = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     plt = _pyplot()
@@ -2412,9 +2423,8 @@ def show(
             title = f"{title} → {data.classes[predictions[i]]}"
             colour = "black" if predictions[i] == labels[i] else "red"
         ax.set_title(title, fontsize=7, color=colour)
-    fig.suptitle(
-        f"{dataset} {split}: first {len(images)} images" + (" (label → prediction)" if predictions is not None else ""), fontsize=9
-    )
+    which = f"first {len(images)} misclassified images" if wrong else f"first {len(images)} images"
+    fig.suptitle(f"{dataset} {split}: {which}" + (" (label → prediction)" if predictions is not None else ""), fontsize=9)
     fig.tight_layout()
     path = save_figure(fig, Path(str(out or f"{dataset}_{split}_grid.png")))
     wrong = "" if predictions is None else f", {int((predictions != labels).sum())} wrong"
@@ -2652,20 +2662,66 @@ def check_flags(argv: list[str]) -> None:
             raise UsageError(f"unknown flag --{name} for {command}{hint} (see: python fashion_trainer.py {command} --help)")
 
 
-def run_step(*args: str, finished_ok: bool = False) -> int:
+def run_step(*args: str, finished_ok: bool = False, image: str | Path | None = None) -> int:
     """For the notebook: run `python fashion_trainer.py ARGS` in a child process, stream its output into the cell, and
-    stop Run all with one line if it fails (a failing `!` line would not); returns the exit status (3: a finished run)."""
+    stop Run all with one line if it fails (a failing `!` line would not); returns the exit status (3: a finished run).
+    With `image`, that PNG is shown in the cell and redrawn in place whenever the child rewrites it (the training curve)."""
     child = subprocess.Popen([sys.executable, str(ROOT / "fashion_trainer.py"), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    shown = (None, None)
     while chunk := child.stdout.read1(1 << 16):
         sys.stdout.write(chunk.decode("utf-8", "replace"))  # progress bars' \r kept: the notebook redraws them in place
         sys.stdout.flush()
+        shown = show_if_changed(image, *shown)
     status = child.wait()
+    show_if_changed(image, *shown)
     if status == RunFinished.exit_code and finished_ok:
         return status
     if status:
         why = f"was killed (signal {-status}); Run all again continues it" if status < 0 else f"failed with exit status {status}, see above"
         raise SystemExit(f"stopped: `{args[0]}` {why}. The cells below did not run.")
     return status
+
+
+def show_if_changed(path: str | Path | None, shown: int | None, handle: object) -> tuple[int | None, object]:
+    """Show the PNG at `path` in the notebook cell, or redraw it in place when its modification time moved since `shown`;
+    returns (its modification time, the display handle). Files are replaced whole (write_atomic), never half-read."""
+    try:
+        from IPython.display import Image, display
+
+        stamp = os.stat(path).st_mtime_ns
+    except (ImportError, OSError, TypeError):  # no notebook, no image yet, or none asked for
+        return shown, handle
+    if stamp != shown:
+        picture = Image(filename=str(path))
+        if handle is None:
+            handle = display(picture, display_id=True)
+        else:
+            handle.update(picture)
+    return stamp, handle
+
+
+def run_name(train_flags: list[str]) -> str:
+    """For the notebook: a run folder's name made from its `train` flags, so that changing a setting starts a new run and
+    the same settings continue (or show) theirs. Paths become a short hash; a long name ends in one."""
+    words = []
+    for flag in train_flags:
+        name, _, value = flag.lstrip("-").partition("=")
+        if "/" in value or "\\" in value:
+            value = hashlib.sha1(value.encode()).hexdigest()[:6]
+        words.append(re.sub(r"[^A-Za-z0-9._+-]", "", name.replace("dataset", "") + value))
+    name = "-".join(w for w in words if w)
+    return name if len(name) <= 64 else f"{name[:48]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def runtime_note() -> str:
+    """For the notebook: the GPU this runtime trains on, or a warning that it has none and how to get one."""
+    if device_available("cuda"):
+        return f"training on the GPU: {torch.cuda.get_device_name(0)}"
+    return (
+        "WARNING: this runtime has no GPU, so training runs on its CPU, in fp32: a default corrupted-MNIST run took 5 minutes "
+        "on a 2-core CPU (README, Results), CIFAR-10 far longer. For a GPU: Runtime > Change runtime type > T4 GPU > Save, "
+        "then Run all again (the data and checkpoints on Drive stay; an unfinished run continues)."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import torch
 from conftest import ROOT, assert_one_line_error, ft
 
 
@@ -69,3 +70,22 @@ def test_debug_flag_and_variable_show_the_traceback():
 def test_fire_usage_errors_keep_a_nonzero_exit(cli, tiny_data):
     code, _, err = cli("knn", "3", "corruptedmnist", str(tiny_data), "500", "surplus")  # one argument more than knn takes
     assert code == 2 and "Traceback" not in err and "Could not consume arg: surplus" in err  # fire's own usage error
+
+
+def test_run_name_follows_the_settings():
+    """The notebook's run folder: the same settings give the same name, a changed one another; paths leave no slash."""
+    default = ft.run_name(["--dataset=corruptedmnist", "--batch_size=16"])
+    assert default == "corruptedmnist-batch_size16" == ft.run_name(["--dataset=corruptedmnist", "--batch_size=16"])
+    assert ft.run_name(["--dataset=corruptedmnist", "--lr=0.0001"]) == "corruptedmnist-lr0.0001"
+    by_path = [ft.run_name(["--dataset=mnist", f"--data_dir=/content/drive/{d}"]) for d in ("a", "b")]
+    assert by_path[0] != by_path[1] and not any("/" in n for n in by_path)
+    long = ft.run_name(["--dataset=cifar", *(f"--flag{i}={i}" for i in range(30))])
+    assert len(long) <= 64 and long != ft.run_name(["--dataset=cifar", *(f"--flag{i}={i}" for i in range(31))])
+
+
+def test_runtime_note_warns_without_a_gpu_and_says_how_to_get_one(monkeypatch):
+    monkeypatch.setattr(ft, "device_available", lambda name: False)
+    assert "no GPU" in ft.runtime_note() and "Runtime > Change runtime type" in ft.runtime_note()
+    monkeypatch.setattr(ft, "device_available", lambda name: name == "cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Tesla T4")
+    assert ft.runtime_note() == "training on the GPU: Tesla T4"

@@ -169,3 +169,22 @@ def test_predict_names_the_digits_of_pictures_and_refuses_non_images(cli, digits
     (tmp_path / "notes.png").write_text("not a picture")
     assert_one_line_error(*cli("predict", str(digits_model), "notes.png")[::2], "notes.png", "not a readable image")
     assert_one_line_error(*cli("predict", str(digits_model))[::2], "needs picture files", exit_code=2)
+
+
+def test_show_wrong_draws_the_first_misclassified_test_digits(cli, digits_model, figures):
+    code, out, err = cli("show", f"--checkpoint={digits_model}", f"--data_dir={ft.SAMPLE_DATA_DIR}", "--split=test", "--wrong", "--n=9")
+    assert code == 0, err
+    data = ft.load_data("corruptedmnist", str(ft.SAMPLE_DATA_DIR), train=False)
+    model = ft.model_from_checkpoint(ft.load_checkpoint(digits_model), digits_model)
+    predicted = ft.predict_logits(model, data.test_images, torch.device("cpu")).argmax(1)
+    missed = (predicted != data.test_labels).nonzero().flatten()[:9]
+    assert len(missed) == 9  # a three-epoch model misses more than 9 of the sample's 1,000 test digits
+    panels = [ax for ax in figures[0].axes if ax.images]
+    assert [ax.get_title() for ax in panels] == [f"{data.test_labels[i]} → {predicted[i]}" for i in missed.tolist()]
+    assert all(ax.title.get_color() == "red" for ax in panels) and out.strip().endswith("(9 images, 9 wrong)")
+    assert "misclassified" in figures[0]._suptitle.get_text()
+
+
+def test_show_wrong_needs_a_checkpoint(cli):
+    code, _, err = cli("show", "--wrong")
+    assert_one_line_error(code, err, "--wrong needs --checkpoint", exit_code=2)
