@@ -365,75 +365,6 @@ def check_labels(labels: np.ndarray, n_images: int, path: Path, num_classes: int
     return torch.from_numpy(labels.astype(np.int64))
 
 
-MEMINFO = Path("/proc/meminfo")
-
-
-def available_memory() -> int | None:
-    """Bytes a new allocation can have: MemAvailable on Linux, available physical memory on Windows, physical memory on
-    macOS (which names no "available" figure); None where none can be had."""
-    with contextlib.suppress(OSError, ValueError, AttributeError, IndexError):
-        if MEMINFO.is_file():
-            for line in MEMINFO.read_text().splitlines():
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-        if sys.platform == "win32":
-            return _windows_available_memory()
-        names = getattr(os, "sysconf_names", {})
-        if hasattr(os, "sysconf") and "SC_PAGE_SIZE" in names and "SC_PHYS_PAGES" in names:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return None
-
-
-def _windows_available_memory() -> int | None:
-    """ullAvailPhys of GlobalMemoryStatusEx (kernel32)."""
-    import ctypes
-
-    class MemoryStatusEx(ctypes.Structure):
-        _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong)] + [
-            (name, ctypes.c_ulonglong)
-            for name in (
-                "ullTotalPhys",
-                "ullAvailPhys",
-                "ullTotalPageFile",
-                "ullAvailPageFile",
-                "ullTotalVirtual",
-                "ullAvailVirtual",
-                "ullAvailExtendedVirtual",
-            )
-        ]
-
-    status = MemoryStatusEx()
-    status.dwLength = ctypes.sizeof(status)
-    return int(status.ullAvailPhys) if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)) else None
-
-
-def _float32_bytes(path: Path) -> int:
-    """Bytes a data file takes once its arrays are float32 (from the array headers; the file size where they can't be read)."""
-    with contextlib.suppress(Exception):  # any unreadable header: fall back to the file size, the readers say what is wrong
-        if path.suffix == ".npz":
-            total = 0
-            with zipfile.ZipFile(path) as z:
-                for info in z.infolist():
-                    with z.open(info) as f:
-                        major, _ = np.lib.format.read_magic(f)
-                        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                        total += 4 * math.prod(read_header(f)[0])
-            return total
-        if path.suffix == ".pt":
-            return 4 * torch.load(path, map_location="cpu", weights_only=True, mmap=True).numel()
-    return path.stat().st_size
-
-
-def _check_fits_in_memory(files: list[Path]) -> None:
-    """Refuse a data folder that cannot fit in memory as float32, before reading any of it (skipped where no figure exists)."""
-    need = sum(_float32_bytes(f) for f in files)
-    available = available_memory()
-    if available and need > available:
-        raise UserError(
-            f"{files[0].parent}: the data needs about {need / 2**30:.1f} GiB in memory, only {available / 2**30:.1f} GiB is available"
-        )
-
-
 def corrupted_mnist_layout(folder: Path) -> tuple[str, list[tuple[Path, Path | None]]] | None:
     """The course layout a folder holds, as (name, [(images file, labels file or None for .npz)], test last); None if none."""
     npz_shards = sorted(folder.glob("train_*.npz"), key=_shard_number)
@@ -462,7 +393,6 @@ def read_corrupted_mnist(folder: Path, classes: list[str] = DIGITS, train: bool 
         for p in (images, labels):
             if p is not None and not p.is_file():
                 raise UserError(f"{folder}: {p.name} is missing (the layout needs {images.name} and its partner files)")
-    _check_fits_in_memory([p for pair in files for p in pair if p is not None])
     checked = []
     for images_file, labels_file in files:
         images, labels = _read_npz(images_file) if labels_file is None else (_read_pt(images_file), _read_pt(labels_file))
@@ -2218,11 +2148,6 @@ def predict_probs(
     angles = [float(a) for a in degrees or [0.0]]
     views = (images if a == 0 else affine_warp(images, torch.full((len(images),), a)) for a in angles)
     return sum(predict_logits(model, view, device, batch_size, amp).softmax(1) for view in views) / len(angles)
-
-
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, batch_size: int = 1000) -> float:
-    """Fraction of images whose arg-max prediction equals the label."""
-    return (predict_logits(model, images, device, batch_size).argmax(1) == labels).float().mean().item()
 
 
 def load_checkpoint(path: str | Path) -> dict:
