@@ -791,43 +791,49 @@ def shard_angles(images: Tensor, labels: Tensor, shards: Tensor) -> Tensor:
     return torch.rad2deg(torch.angle(totals) / 2)
 
 
-def augment_randoms(recipe: dict) -> int:
-    """How many uniform random numbers per image the recipe needs (5 plain, 9 with slant/stretch/cut-out, 10 with a
-    nearest-neighbour share): recipes without the later ones keep their old random stream."""
-    if recipe.get("nearest"):
-        return 10
-    return 9 if any(recipe.get(k) for k in ("shear", "aspect", "cutout")) else 5
+@dataclass(frozen=True)
+class Recipe:
+    """A dataset's random warps of every training batch, each image by its own amounts (augment_batch)."""
+
+    degrees: float = 0.0  # rotation up to ± this
+    shift: float = 0.0  # shift up to ± this share of the image side
+    scale: float = 0.0  # zoom by up to ± this share
+    hflip: bool = False  # mirror half the images
+    shear: float = 0.0  # slant up to ± this
+    aspect: float = 0.0  # stretch one axis by up to ± this share
+    cutout: int = 0  # blank a square of about this many pixels a side (0: none)
+    nearest: float = 0.0  # this share of the images is resampled nearest-neighbour, as the course's digits are
+    upright: bool = False  # first undo each shard's measured rotation, so `degrees` spans from upright (see upright_turns)
+    upright_limit: float = 50.0  # the measured shard angles are clamped to the corruption's documented range
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Recipe:
+        """A recipe saved in a checkpoint (the code before 2026-12-02 named `upright` "absolute": such runs still resume)."""
+        values = {("upright" if k == "absolute" else k): v for k, v in values.items()}
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
-def augment_batch(
-    images: Tensor,
-    rand: Tensor,
-    degrees: float,
-    shift: float,
-    scale: float,
-    hflip: bool,
-    shear: float = 0.0,
-    aspect: float = 0.0,
-    cutout: int = 0,
-    nearest: float = 0.0,
-    turn: Tensor | None = None,
-) -> Tensor:
-    """Random rotation, scaling, shift, mirroring, slant, stretch and a blanked square per image, from rand [N, 5, 9 or 10] in
+AUGMENT_RANDOMS = 10  # uniform random numbers drawn per image and step, whatever the recipe uses of them
+
+
+def augment_batch(images: Tensor, rand: Tensor, recipe: Recipe, turn: Tensor | None = None) -> Tensor:
+    """Random rotation, scaling, shift, mirroring, slant, stretch and a blanked square per image, from rand [N, 10] in
     [-1, 1]; a `nearest` share of the images is resampled nearest-neighbour; `turn` (degrees per image) adds to the rotation."""
-    mirror = rand[:, 4] > 0 if hflip else None
-    shears, aspects = (rand[:, 5] * shear, 1 + rand[:, 6] * aspect) if shear or aspect else (None, None)
-    angles = rand[:, 0] * degrees if turn is None else rand[:, 0] * degrees + turn
-    warp = (angles, 1 + rand[:, 1] * scale, rand[:, 2:4] * shift, mirror, shears, aspects)
+    mirror = rand[:, 4] > 0 if recipe.hflip else None
+    slanted = recipe.shear or recipe.aspect
+    shears, aspects = (rand[:, 5] * recipe.shear, 1 + rand[:, 6] * recipe.aspect) if slanted else (None, None)
+    angles = rand[:, 0] * recipe.degrees if turn is None else rand[:, 0] * recipe.degrees + turn
+    warp = (angles, 1 + rand[:, 1] * recipe.scale, rand[:, 2:4] * recipe.shift, mirror, shears, aspects)
     out = affine_warp(images, *warp)
-    if nearest:  # digits turned nearest-neighbour (the course's data) look jagged, unlike bilinear resampling's
-        jagged = ((rand[:, 9] + 1) / 2 < nearest).view(-1, 1, 1, 1)
+    if recipe.nearest:  # digits turned nearest-neighbour (the course's data) look jagged, unlike bilinear resampling's
+        jagged = ((rand[:, 9] + 1) / 2 < recipe.nearest).view(-1, 1, 1, 1)
         out = torch.where(jagged, affine_warp(images, *warp, mode="nearest"), out)
-    if cutout:  # blank a square of 2 * (cutout // 2) + 1 pixels a side at a random place (Cutout, DeVries & Taylor 2017)
+    if recipe.cutout:  # blank a square of 2 * (cutout // 2) + 1 pixels a side at a random place (Cutout, DeVries & Taylor 2017)
         h, w = out.shape[-2:]
         cy = ((rand[:, 7] + 1) / 2 * (h - 1)).round().view(-1, 1, 1)
         cx = ((rand[:, 8] + 1) / 2 * (w - 1)).round().view(-1, 1, 1)
         rows, cols = torch.arange(h, device=rand.device).view(1, h, 1), torch.arange(w, device=rand.device).view(1, 1, w)
-        inside = ((rows - cy).abs() <= cutout // 2) & ((cols - cx).abs() <= cutout // 2)
+        inside = ((rows - cy).abs() <= recipe.cutout // 2) & ((cols - cx).abs() <= recipe.cutout // 2)
         out = out.masked_fill(inside.unsqueeze(1).to(out.device), 0.0)
     return out
 
@@ -896,9 +902,15 @@ def conv_bn_relu(c_in: int, c_out: int, rotations: int = 1, lift: bool = False) 
     return [conv, nn.BatchNorm2d(c_out * rotations), nn.ReLU(inplace=True)]
 
 
+def tuples(value: object) -> object:
+    """Lists (as a checkpoint stores them) back to the tuples a frozen config holds, nested ones too."""
+    return tuple(tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """What the network is; each dataset's table entry names one in full, and every checkpoint stores it."""
+    """What the network is. Each dataset's table entry names its layers; `fit` adds the input's shape, classes and
+    statistics; every checkpoint stores it whole, so a checkpoint rebuilds its model without any flag."""
 
     stages: tuple[tuple[int, ...], ...] = ((32,), (64, 64), (128, 128))  # conv widths per pooling stage (per turn if rotations=4)
     rotations: int = 1  # 4: P4Conv filters shared across quarter turns (for rotated digits)
@@ -906,27 +918,23 @@ class ModelConfig:
     tta_degrees: tuple[float, ...] = ()  # evaluate averages the predictions for copies turned by these angles (none: one view)
     hidden: int = 256  # a batch-normed hidden layer: with it --lr=1e-4 reaches 99.17 % instead of 98.59 % (measured)
     dropout: float = 0.3
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    num_classes: int = 10
+    mean: tuple[float, ...] = (0.0,)  # per channel, of the training images: the network's first layer normalises with them
+    std: tuple[float, ...] = (1.0,)
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        """The architecture part of a checkpoint's model config."""
-        values = {"hidden": 0} | values  # checkpoints from before the hidden layer existed have no such key
-        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+        """A model config saved in a checkpoint."""
+        return cls(**{f.name: tuples(values[f.name]) for f in dataclasses.fields(cls) if f.name in values})
 
 
-def model_config(input_shape: list[int], num_classes: int, mean: list[float], std: list[float], model: ModelConfig = ModelConfig()) -> dict:
-    """The whole model as plain values (architecture, input, classes, normalisation), stored so evaluate needs no flags."""
-    architecture = plain(dataclasses.asdict(model))
-    return {"arch": "cnn", "input_shape": list(input_shape), "num_classes": num_classes, **architecture, "mean": mean, "std": std}
-
-
-def build_model(config: dict) -> nn.Sequential:
+def build_model(arch: ModelConfig) -> nn.Sequential:
     """A small VGG-style CNN: stages of conv-bn-relu blocks, each followed by max pooling, then a linear head."""
-    c, h, w = config["input_shape"]
-    arch = ModelConfig.from_dict(config)
+    c, h, w = arch.input_shape
     if arch.rotations not in (1, 4):
         raise ValueError(f"rotations must be 1 or 4, not {arch.rotations!r}")
-    layers: list[nn.Module] = [Reshape(c, h, w), Normalize(config["mean"], config["std"])]
+    layers: list[nn.Module] = [Reshape(c, h, w), Normalize(list(arch.mean), list(arch.std))]
     c_in, lift = c, True  # the first convolution turns plain images into turn channels
     for i, stage in enumerate(arch.stages):
         if i > 0:
@@ -940,7 +948,7 @@ def build_model(config: dict) -> nn.Sequential:
     if arch.hidden:
         layers += [nn.Linear(features, arch.hidden, bias=False), nn.BatchNorm1d(arch.hidden), nn.ReLU(inplace=True)]
         features = arch.hidden
-    layers += [nn.Dropout(arch.dropout), nn.Linear(features, config["num_classes"])]
+    layers += [nn.Dropout(arch.dropout), nn.Linear(features, arch.num_classes)]
     model = nn.Sequential(*layers)
     # Batch norm makes each convolution blind to its weights' scale, and Adam moves every weight by about lr per
     # step, so small starting weights turn even --lr=1e-4 into real progress (measured: 98.2 -> 99 % test accuracy).
@@ -968,20 +976,20 @@ class DatasetSpec:
     mirrors: tuple[str, ...] = ()
     system_dirs: tuple[str, ...] = ()  # folders an OS package installs the files into
     epochs: int = 10
-    augmentation: dict = field(default_factory=dict)  # see augment_batch: degrees, shift, scale, hflip, shear, aspect, cutout
+    augmentation: Recipe = Recipe()
     weight_decay: float = 5e-4
     model: ModelConfig = field(default_factory=lambda: ModelConfig())
 
 
-DIGIT_AUGMENT = {"degrees": 10.0, "shift": 0.12, "scale": 0.1, "hflip": False}
+DIGIT_AUGMENT = Recipe(degrees=10.0, shift=0.12, scale=0.1)
 # Rotated digits need more training data than upright ones (25k rotated: 99.15 %, 60k rotated: 99.45 %, 25k upright:
 # 99.63 %, measured): filters shared across rotations, slant, aspect and cut-out augmentation and real weight decay
 # stand in for part of the missing data (docs/research.md).
-ROTATED_DIGIT_AUGMENT = DIGIT_AUGMENT | {"shear": 0.3, "aspect": 0.15, "cutout": 9}
+ROTATED_DIGIT_AUGMENT = dataclasses.replace(DIGIT_AUGMENT, shear=0.3, aspect=0.15, cutout=9)
 # The course turns each 5,000-digit file by one angle, so a test angle can lie 50° from every training angle: each
 # shard's measured angle is undone and the digits are turned anywhere in ±60° of upright (the corruption is documented
 # as up to ±50°); half are resampled nearest-neighbour, as the course's data is (docs/research.md, 2026-11-29).
-CORRUPTED_MNIST_AUGMENT = ROTATED_DIGIT_AUGMENT | {"degrees": 60.0, "absolute": True, "nearest": 0.5}
+CORRUPTED_MNIST_AUGMENT = dataclasses.replace(ROTATED_DIGIT_AUGMENT, degrees=60.0, upright=True, nearest=0.5)
 P4_CNN = ModelConfig(
     stages=((8,), (16, 16), (32, 32)),  # × 4 turns: the plain network's 32; 64, 64; 128, 128 channels
     rotations=4,
@@ -1026,7 +1034,7 @@ DATASETS = {
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         system_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian/Ubuntu package dataset-fashion-mnist
         epochs=10,
-        augmentation={"degrees": 0.0, "shift": 0.1, "scale": 0.0, "hflip": True},  # clothes are upright, but mirror-symmetric
+        augmentation=Recipe(shift=0.1, hflip=True),  # clothes are upright, but mirror-symmetric
     ),
     "cifar": DatasetSpec(
         classes=CIFAR_CLASSES,
@@ -1036,7 +1044,7 @@ DATASETS = {
         alternatives={CIFAR_ARCHIVE: ("cifar-10-batches-py/data_batch_1", "data_batch_1")},  # the archive already extracted
         mirrors=("https://www.cs.toronto.edu/~kriz/",),
         epochs=30,
-        augmentation={"degrees": 0.0, "shift": 0.25, "scale": 0.0, "hflip": True},  # shifts of up to 4 px and flips, as in the literature
+        augmentation=Recipe(shift=0.25, hflip=True),  # shifts of up to 4 px and flips, as in the literature
     ),
 }
 
@@ -1400,8 +1408,8 @@ class TrainConfig:
     compile: bool = option(False, "wrap the model in torch.compile (pays off on GPUs for long runs)", _check_bool)
     budget: float | None = option(None, "seconds of training to fit in: the first steps' speed sets the epochs and the schedule", number(0))
     # Filled in by resolved() and saved, so that a resumed run keeps them even if the dataset's recipe changes later:
-    augmentation: dict | None = None  # the augmentation recipe in use (None: --augment=False)
-    model: dict | None = None  # the ModelConfig in use, as a dict
+    augmentation: Recipe | None = None  # the augmentation recipe in use (None: --augment=False)
+    model: ModelConfig | None = None  # the dataset's network
     world_size: int = 1  # processes under torchrun
 
     def resolved(self) -> TrainConfig:
@@ -1422,16 +1430,16 @@ class TrainConfig:
             checked,
             epochs=spec.epochs if checked.epochs is None else checked.epochs,
             weight_decay=spec.weight_decay if checked.weight_decay is None else checked.weight_decay,
-            augmentation=dict(spec.augmentation) | degrees if checked.augment else None,
-            model=plain(dataclasses.asdict(spec.model)),
+            augmentation=dataclasses.replace(spec.augmentation, **degrees) if checked.augment else None,
+            model=spec.model,
         )
 
     @classmethod
     def from_dict(cls, saved: dict) -> TrainConfig:
-        """Rebuild a saved config; checkpoints of format 1 name the model's changes "architecture"."""
-        if "model" not in saved and "architecture" in saved:
-            saved = saved | {"model": plain(dataclasses.asdict(ModelConfig(**saved["architecture"])))}
-        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+        """A config saved in a checkpoint, its recipe and network as the dataclasses they were."""
+        config = cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+        model = None if config.model is None else ModelConfig.from_dict(config.model)
+        return dataclasses.replace(config, augmentation=config.augmentation and Recipe.from_dict(config.augmentation), model=model)
 
     @staticmethod
     def flags(on_resume: str) -> tuple[str, ...]:
@@ -1499,7 +1507,7 @@ class TrainingState:
     """All that changes while training, saved in last.pt and restored as one: the weights and their moving average,
     the optimizer, schedule and gradient scaler, the random-number streams, the counters, the best epoch, the history."""
 
-    def __init__(self, config: TrainConfig, net_config: dict, device: torch.device, total_steps: int, ranks: Ranks):
+    def __init__(self, config: TrainConfig, net_config: ModelConfig, device: torch.device, total_steps: int, ranks: Ranks):
         self.device, self.seed, self.use = device, config.seed, DeviceUse.of(device)
         self.memory_format = torch.channels_last if self.use.channels_last else torch.contiguous_format
         self.model = build_model(net_config).to(device, memory_format=self.memory_format)
@@ -1591,6 +1599,86 @@ class TrainingState:
         return improved
 
 
+@dataclass
+class Checkpoint:
+    """best.pt and last.pt. `save` writes them and `load` reads them, and no other code names their keys: the network
+    and its validated weights (the moving average where there is one), classes, the run's settings, its data's
+    fingerprints and the metrics; last.pt also holds the training state that continues the run."""
+
+    model_config: ModelConfig
+    state_dict: dict[str, Tensor]
+    classes: list[str]
+    train_config: TrainConfig
+    data_fingerprint: dict  # see data_fingerprints
+    metrics: dict  # epoch, val_accuracy, best_val_accuracy, best_epoch, seconds
+    resume: dict | None = None  # last.pt only: TrainingState.state_dict()
+    path: Path | None = field(default=None, compare=False)  # where it was read from, for messages (not saved)
+
+    def save(self, path: Path, previous: Path | None = None) -> None:
+        """Write it whole or not at all, as tensors and plain values that torch.load(weights_only=True) reads back."""
+        saved = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "model_config": plain(dataclasses.asdict(self.model_config)),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict.items()},
+            "classes": list(self.classes),
+            "train_config": plain(dataclasses.asdict(self.train_config)),
+            "data_fingerprint": self.data_fingerprint,
+            "metrics": self.metrics,
+            "torch_version": str(torch.__version__),
+        }
+        save_torch(saved | ({"resume": self.resume} if self.resume is not None else {}), path, previous)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Checkpoint:
+        """Read a checkpoint safely (weights_only: tensors and plain values, never code) and check its format."""
+        path = Path(str(path)).expanduser()
+        if not path.is_file():
+            raise UserError(f"checkpoint {path} does not exist; train one with: python fashion_trainer.py train")
+        raw = restricted_load(
+            lambda: torch.load(path, map_location="cpu", weights_only=True), path, "tensors and plain values", "checkpoint"
+        )
+        if isinstance(raw, dict) and raw and all(isinstance(v, Tensor) for v in raw.values()):
+            keys = ", ".join(list(raw)[:3])
+            raise UserError(
+                f"{path}: a bare state_dict ({keys}, …) without the architecture; evaluate needs a checkpoint written by `train` (best.pt)"
+            )
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+            raise UserError(f"{path}: not a {FORMAT_NAME} checkpoint (expected best.pt or last.pt written by `train`)")
+        version = raw.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise UserError(
+                f"{path}: {FORMAT_NAME} checkpoint format {version}, this version reads up to {FORMAT_VERSION}; update fashion_trainer.py"
+            )
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in raw and f.default is dataclasses.MISSING]
+        if missing:
+            raise UserError(f"{path}: {FORMAT_NAME} checkpoint is missing {missing}; it is damaged")
+        try:
+            return cls(
+                model_config=ModelConfig.from_dict(raw["model_config"]),
+                state_dict=raw["state_dict"],
+                classes=list(raw["classes"]),
+                train_config=TrainConfig.from_dict(raw["train_config"]),
+                data_fingerprint=raw["data_fingerprint"],
+                metrics=raw["metrics"],
+                resume=raw.get("resume"),
+                path=path,
+            )
+        except (TypeError, AttributeError, ValueError) as exc:
+            raise UserError(f"{path}: {FORMAT_NAME} checkpoint with malformed contents ({first_line(exc)}); it is damaged") from exc
+
+    def model(self) -> nn.Module:
+        """The network rebuilt from the checkpoint alone, in eval mode."""
+        try:
+            model = build_model(self.model_config)
+            model.load_state_dict(self.state_dict)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise UserError(
+                f"{self.path}: the model config and weights do not fit together ({first_line(exc)}); the file is damaged"
+            ) from exc
+        return model.eval()
+
+
 # How an optimizer steps on this device: torch's load_state_dict copies these from the checkpoint, made elsewhere.
 STEP_POLICY = ("fused", "foreach", "capturable", "differentiable")
 
@@ -1631,12 +1719,12 @@ def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
     return starts
 
 
-def upright_turns(data: Data, train_idx: Tensor, recipe: dict | None) -> Tensor | None:
-    """For an "absolute" recipe, the turn that undoes each training image's shard rotation: its random rotation then
+def upright_turns(data: Data, train_idx: Tensor, recipe: Recipe | None) -> Tensor | None:
+    """For an `upright` recipe, the turn that undoes each training image's shard rotation: its random rotation then
     spans ±degrees from upright, whatever angles the shards were given (the course turns each 5,000-digit file as one)."""
-    if not (recipe or {}).get("absolute") or data.train_shards is None:
+    if recipe is None or not recipe.upright or data.train_shards is None:
         return None
-    angles = shard_angles(data.train_images, data.train_labels, data.train_shards).clamp(-50, 50)  # the documented range
+    angles = shard_angles(data.train_images, data.train_labels, data.train_shards).clamp(-recipe.upright_limit, recipe.upright_limit)
     return -angles[data.train_shards[train_idx]]
 
 
@@ -1645,10 +1733,8 @@ def train_epoch(
 ) -> Tensor:
     """One pass over the data in global batches, each rank taking every world-th image; returns the per-step losses."""
     state.net.train()
-    recipe = {k: v for k, v in (config.augmentation or {}).items() if k != "absolute"}
     gen = state.generator
     order = torch.randperm(len(x_train), generator=gen, device=gen.device)
-    randoms = augment_randoms(config.augmentation or {})
     losses = []
     starts = batch_starts(len(order), config.batch_size, ranks.world)
     ends = [*starts[1:], len(order)]
@@ -1658,13 +1744,13 @@ def train_epoch(
         idx = order[start:end]
         # random numbers for the whole global batch, so every rank's generator stays in step with the others
         rand = (
-            torch.rand(len(idx), randoms, generator=gen, device=gen.device)[ranks.rank :: ranks.world] * 2 - 1
+            torch.rand(len(idx), AUGMENT_RANDOMS, generator=gen, device=gen.device)[ranks.rank :: ranks.world] * 2 - 1
             if config.augmentation
             else None
         )
         idx = idx[ranks.rank :: ranks.world].to(x_train.device)
         turn = None if turns is None else turns[idx]
-        x = x_train[idx] if rand is None else augment_batch(x_train[idx], rand.to(x_train.device), **recipe, turn=turn)
+        x = x_train[idx] if rand is None else augment_batch(x_train[idx], rand.to(x_train.device), config.augmentation, turn)
         x = x.to(state.device, non_blocking=state.use.non_blocking).contiguous(memory_format=state.memory_format)
         with autocast(state.device, state.amp):
             logits = state.net(x).float()
@@ -1688,7 +1774,14 @@ BUDGET_MOST_EPOCHS = 4
 
 
 def plan_epochs(
-    config: TrainConfig, net_config: dict, x_train: Tensor, y_train: Tensor, n_val: int, device: torch.device, ranks: Ranks, started: float
+    config: TrainConfig,
+    net_config: ModelConfig,
+    x_train: Tensor,
+    y_train: Tensor,
+    n_val: int,
+    device: torch.device,
+    ranks: Ranks,
+    started: float,
 ) -> tuple[int, float]:
     """How many epochs fit into --budget seconds here, and the seconds one takes, timed on throwaway steps run as the
     real ones will be (every process its share, compiled if --compile); the run's random streams are left untouched."""
@@ -1724,7 +1817,9 @@ def replan_epochs(config: TrainConfig, state: TrainingState, elapsed: float, per
     return int(from_rank0([float(min(fits, config.epochs))], state.device, ranks)[0])
 
 
-def fit(data: Data, run_dir: Path, config: TrainConfig, device: torch.device, resume: dict | None = None, ranks: Ranks = Ranks()) -> dict:
+def fit(
+    data: Data, run_dir: Path, config: TrainConfig, device: torch.device, resume: Checkpoint | None = None, ranks: Ranks = Ranks()
+) -> dict:
     """Train with AdamW, the LR schedule, augmentation, an EMA and early stopping, from scratch or from last.pt's state."""
     clock_started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -1736,21 +1831,22 @@ def fit(data: Data, run_dir: Path, config: TrainConfig, device: torch.device, re
     turns = upright_turns(data, train_idx, config.augmentation)
     if DeviceUse.of(device).data_on_device:
         x_train, y_train, turns = x_train.to(device), y_train.to(device), None if turns is None else turns.to(device)
-    net_config = model_config(list(x_train.shape[1:]), len(data.classes), mean, std, ModelConfig.from_dict(config.model))
+    net_config = dataclasses.replace(
+        config.model, input_shape=tuple(x_train.shape[1:]), num_classes=len(data.classes), mean=tuple(mean), std=tuple(std)
+    )
     per_epoch = math.inf
     if config.budget and resume is None:  # a resumed run keeps the plan it was started with
         epochs, per_epoch = plan_epochs(config, net_config, x_train, y_train, len(x_val), device, ranks, clock_started)
         config = dataclasses.replace(config, epochs=epochs)
     steps_per_epoch = len(batch_starts(len(x_train), config.batch_size, ranks.world))
-    done = (resume["resume"]["step"], resume["resume"]["epoch"]) if resume is not None else (0, 0)
+    done = (resume.resume["step"], resume.resume["epoch"]) if resume is not None else (0, 0)
     total_steps = done[0] + (config.epochs - done[1]) * steps_per_epoch  # the steps already taken may have been others
     state = TrainingState(config, net_config, device, total_steps, ranks)
     if resume is not None:
-        state.load_state_dict(resume["resume"], resume["state_dict"], total_steps)
+        state.load_state_dict(resume.resume, resume.state_dict, total_steps)
         if ranks.main:
             _say_what_moved(resume, device, ranks)
-    about = {"model_config": net_config, "classes": list(data.classes), "data_fingerprint": data_fingerprints(data)}
-    about["train_config"] = plain(dataclasses.asdict(config))
+    saving = Checkpoint(net_config, {}, list(data.classes), config, data_fingerprints(data), {})  # filled in each epoch
     if ranks.main and resume is not None:
         restore_best(resume, run_dir)
     started = (clock_started if resume is None else time.perf_counter()) - state.seconds_so_far()
@@ -1781,11 +1877,11 @@ def fit(data: Data, run_dir: Path, config: TrainConfig, device: torch.device, re
                             f"--budget={config.budget:g}: epochs take {per_epoch:.1f} s here, so {epochs} epochs in all", file=sys.stderr
                         )
                     config = dataclasses.replace(config, epochs=epochs)
-                    about["train_config"]["epochs"] = state.history["config"]["epochs"] = epochs
+                    saving.train_config, state.history["config"]["epochs"] = config, epochs
                     state.set_total_steps(state.step + (epochs - state.epoch) * steps_per_epoch)
             if ranks.main:
                 try:
-                    save_epoch(state, about, run_dir, improved)
+                    save_epoch(state, saving, run_dir, improved)
                 except WriteFailed as exc:
                     kept = f"{run_dir / 'last.pt'} still holds epoch {saved}" if saved else "no epoch is saved yet"
                     raise WriteFailed(f"{exc} ({kept})") from exc
@@ -1799,9 +1895,9 @@ def fit(data: Data, run_dir: Path, config: TrainConfig, device: torch.device, re
     return state.history
 
 
-def _say_what_moved(resume: dict, device: torch.device, ranks: Ranks) -> None:
+def _say_what_moved(resume: Checkpoint, device: torch.device, ranks: Ranks) -> None:
     """A note when a run goes on on another kind of device or another number of processes than it ran on so far."""
-    trained_on, world = resume["resume"].get("device", "cpu"), resume["train_config"].get("world_size", 1)
+    trained_on, world = resume.resume["device"], resume.train_config.world_size
     moves = [f"on {trained_on} so far and goes on on {device.type}"] if trained_on != device.type else []
     moves += [f"in {world} process(es) so far and goes on in {ranks.world}"] if world != ranks.world else []
     if moves:
@@ -1812,54 +1908,37 @@ def _say_what_moved(resume: dict, device: torch.device, ranks: Ranks) -> None:
         )
 
 
-def restore_best(resume: dict, run_dir: Path) -> None:
+def restore_best(resume: Checkpoint, run_dir: Path) -> None:
     """Rewrite best.pt from the state being continued when that state's epoch was the best and best.pt does not hold it
     (killed between writing last.pt and best.pt, or a best.pt that could not be written)."""
-    state = resume["resume"]
+    state = resume.resume
     if state["best_epoch"] != state["epoch"]:
         return
     best = None
     with contextlib.suppress(UserError):
-        best = load_checkpoint(run_dir / "best.pt")
-    if best is None or best.get("metrics", {}).get("epoch") != state["epoch"]:
-        save_torch({k: v for k, v in resume.items() if k != "resume"}, run_dir / "best.pt")
+        best = Checkpoint.load(run_dir / "best.pt")
+    if best is None or best.metrics.get("epoch") != state["epoch"]:
+        dataclasses.replace(resume, resume=None).save(run_dir / "best.pt")
 
 
-def save_epoch(state: TrainingState, about: dict, run_dir: Path, improved: bool) -> None:
+def save_epoch(state: TrainingState, saving: Checkpoint, run_dir: Path, improved: bool) -> None:
     """Write last.pt (the training state; the one before it kept as last.prev.pt), then best.pt when improved, so best.pt
     never holds an epoch that last.pt does not continue; then history.json and the curve; print the epoch's line."""
     last = state.history["epochs"][-1]
     metrics = {"epoch": state.epoch, "val_accuracy": last["val_accuracy"], "best_val_accuracy": state.best_acc}
     metrics |= {"best_epoch": state.best_epoch, "seconds": last["seconds"]}
-    ckpt = checkpoint_dict(state.final, about, metrics)
-    save_torch(ckpt | {"resume": state.state_dict()}, run_dir / "last.pt", previous=run_dir / "last.prev.pt")
+    best = dataclasses.replace(saving, state_dict=state.final.state_dict(), metrics=metrics)
+    dataclasses.replace(best, resume=state.state_dict()).save(run_dir / "last.pt", previous=run_dir / "last.prev.pt")
     if improved:
-        save_torch(ckpt, run_dir / "best.pt")
+        best.save(run_dir / "best.pt")
     write_atomic(json.dumps(state.history, indent=1).encode(), run_dir / "history.json")
     plot_training_curve(state.history, run_dir / "training_curve.png")  # every epoch, so a running run can be looked at
-    epochs = about["train_config"]["epochs"]
+    epochs = saving.train_config.epochs
     tqdm.write(
         f"epoch {state.epoch}/{epochs}: train loss {last['train_loss']:.4f}, val accuracy {100 * last['val_accuracy']:.2f}%, "
         f"{last['seconds']:.0f}s",
         file=sys.stderr,
     )
-
-
-def checkpoint_dict(model: nn.Module, about: dict, metrics: dict) -> dict:
-    """Everything evaluate needs, as tensors and plain values (loadable with weights_only=True)."""
-    net_config = about["model_config"]
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "model_config": net_config,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "normalization": {"mean": net_config["mean"], "std": net_config["std"]},
-        "classes": about["classes"],
-        "train_config": about["train_config"],
-        "metrics": metrics,
-        "data_fingerprint": about["data_fingerprint"],
-        "torch_version": str(torch.__version__),
-    }
 
 
 # Batch-norm statistics are re-measured on this many training images before each validation (see recalibrate_batch_norm).
@@ -1973,7 +2052,7 @@ train.__signature__ = inspect.Signature(
 train.__doc__ += flag_help()
 
 
-def _run_fit(data: Data, run_dir: Path, config: TrainConfig, resume: dict | None, what: str) -> None:
+def _run_fit(data: Data, run_dir: Path, config: TrainConfig, resume: Checkpoint | None, what: str) -> None:
     """Start (or join) the torchrun job, fit, report the best checkpoint, leave the job."""
     ranks, device = start_distributed(config.device)
     try:
@@ -2019,13 +2098,13 @@ def _resume(resume: str | bool, flags: dict) -> None:
         if ckpt is None:
             raise UserError(f"{run_dir / 'last.pt'} does not exist; resume from a run folder that `train` wrote")
     else:
-        ckpt = load_checkpoint(path)
-        if "resume" not in ckpt:
+        ckpt = Checkpoint.load(path)
+        if ckpt.resume is None:
             raise UserError(f"{path} holds no training state (best.pt never does); resume from the run's last.pt")
     _continue(ckpt, run_dir, flags, "resuming")
 
 
-def load_last(run_dir: Path) -> dict | None:
+def load_last(run_dir: Path) -> Checkpoint | None:
     """A run's training state: last.pt, or last.prev.pt (saying so) where last.pt is missing, truncated or damaged;
     None where the folder holds neither."""
     problems = []
@@ -2033,8 +2112,8 @@ def load_last(run_dir: Path) -> dict | None:
         if not (run_dir / name).is_file():
             continue
         try:
-            ckpt = load_checkpoint(run_dir / name)
-            if "resume" not in ckpt:
+            ckpt = Checkpoint.load(run_dir / name)
+            if ckpt.resume is None:
                 raise UserError(f"{run_dir / name} holds no training state")
         except UserError as exc:
             problems.append(str(exc))
@@ -2052,7 +2131,7 @@ def load_last(run_dir: Path) -> dict | None:
 RUN_FILES = ("best.pt", "history.json", "training_curve.png", "best_confusion.png", "best_misclassified.png")
 
 
-def open_run(config: TrainConfig) -> tuple[Path, dict | None]:
+def open_run(config: TrainConfig) -> tuple[Path, Checkpoint | None]:
     """The run folder for --out: a new (or empty) one, or one holding an unfinished run of the same settings, returned
     with its state to continue; a finished run, a run of other settings or any other content is refused."""
     if config.out is None:  # only rank 0 writes: the others need no name of their own
@@ -2063,9 +2142,9 @@ def open_run(config: TrainConfig) -> tuple[Path, dict | None]:
     ckpt = load_last(path) if path.is_dir() else None
     if ckpt is None:
         return _restart_first_epoch(path, config), None
-    saved = TrainConfig.from_dict(ckpt["train_config"])
+    saved = ckpt.train_config
     _refuse_other_settings(path, config, saved)
-    state = ckpt["resume"]
+    state = ckpt.resume
     if state["epoch"] >= saved.epochs or stopped_early(state["epoch"], state["best_epoch"], saved.patience):
         raise RunFinished(
             f"{path} holds a finished run (epoch {state['epoch']} of {saved.epochs}, best.pt from epoch {state['best_epoch']}); "
@@ -2091,20 +2170,20 @@ def _restart_first_epoch(path: Path, config: TrainConfig) -> Path:
         raise UsageError(f"--out {path} already exists and holds no run to continue; choose a new folder so nothing is overwritten")
     if (path / "best.pt").exists():  # written whole or not at all: one that does not load is not a run's
         try:
-            best = load_checkpoint(path / "best.pt")
+            best = Checkpoint.load(path / "best.pt")
         except UserError:
             raise UsageError(
                 f"--out {path} already exists and holds no run to continue (its best.pt is no checkpoint); choose a new folder "
                 "so nothing is overwritten"
             ) from None
-        _refuse_other_settings(path, config, TrainConfig.from_dict(best["train_config"]))
+        _refuse_other_settings(path, config, best.train_config)
     print(f"note: {path} holds no finished epoch's training state (stopped in epoch 1); starting the run again", file=sys.stderr)
     return path
 
 
-def _continue(ckpt: dict, run_dir: Path, flags: dict, verb: str) -> None:
+def _continue(ckpt: Checkpoint, run_dir: Path, flags: dict, verb: str) -> None:
     """Go on with a saved run on this machine: its settings and data, with --device/--precision from the command."""
-    config = TrainConfig.from_dict(ckpt["train_config"]).with_changes(flags)
+    config = ckpt.train_config.with_changes(flags)
     if "device" not in flags and not device_available(config.device):
         print(
             f"note: this run was started with --device={config.device}, which is not available here; going on with --device=auto",
@@ -2116,9 +2195,9 @@ def _continue(ckpt: dict, run_dir: Path, flags: dict, verb: str) -> None:
         config = dataclasses.replace(config, precision="auto")
     check_before_reading(config, run_dir)
     data = load_data(config.dataset, config.data_dir)
-    if fingerprint(data.train_images, data.train_labels) != ckpt["data_fingerprint"]["train"]:
+    if fingerprint(data.train_images, data.train_labels) != ckpt.data_fingerprint["train"]:
         raise UserError(f"{config.data_dir}: the training data changed since {run_dir} was saved; going on would not continue the same run")
-    _run_fit(data, run_dir, config, ckpt, f"{verb} {run_dir} after epoch {ckpt['resume']['epoch']} of {config.epochs}")
+    _run_fit(data, run_dir, config, ckpt, f"{verb} {run_dir} after epoch {ckpt.resume['epoch']} of {config.epochs}")
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -2148,40 +2227,6 @@ def predict_probs(
     angles = [float(a) for a in degrees or [0.0]]
     views = (images if a == 0 else affine_warp(images, torch.full((len(images),), a)) for a in angles)
     return sum(predict_logits(model, view, device, batch_size, amp).softmax(1) for view in views) / len(angles)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a fashion_trainer checkpoint safely (weights_only) and check its format."""
-    path = Path(str(path)).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; train one with: python fashion_trainer.py train")
-    ckpt = restricted_load(lambda: torch.load(path, map_location="cpu", weights_only=True), path, "tensors and plain values", "checkpoint")
-    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT_NAME:
-        version = ckpt.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise UserError(
-                f"{path}: {FORMAT_NAME} checkpoint format {version}, this version reads up to {FORMAT_VERSION}; update fashion_trainer.py"
-            )
-        missing = [k for k in ("model_config", "state_dict", "classes") if k not in ckpt]
-        if missing:
-            raise UserError(f"{path}: {FORMAT_NAME} checkpoint is missing {missing}; it is damaged")
-        return ckpt
-    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
-        keys = ", ".join(list(ckpt)[:3])
-        raise UserError(
-            f"{path}: a bare state_dict ({keys}, …) without the architecture; evaluate needs a checkpoint written by `train` (best.pt)"
-        )
-    raise UserError(f"{path}: not a {FORMAT_NAME} checkpoint (expected best.pt or last.pt written by `train`)")
-
-
-def model_from_checkpoint(ckpt: dict, path: str | Path) -> nn.Module:
-    """Rebuild the model from the checkpoint's config and weights alone."""
-    try:
-        model = build_model(ckpt["model_config"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{path}: the model config and weights do not fit together ({first_line(exc)}); the file is damaged") from exc
-    return model.eval()
 
 
 def plot_confusion(confusion: Tensor, classes: list[str], title: str, path: Path) -> None:
@@ -2233,22 +2278,22 @@ def evaluate(
     _check_int("batch_size", batch_size, 1)
     _check_bool("tta", tta)
     torch_device = pick_device(_check_choice("device", device, DEVICES))
-    ckpt = load_checkpoint(checkpoint)
-    dataset = ckpt.get("train_config", {}).get("dataset", DEFAULT_DATASET) if dataset is None else dataset
+    ckpt = Checkpoint.load(checkpoint)
+    dataset = ckpt.train_config.dataset if dataset is None else dataset
     _check_dataset(dataset)
-    model = model_from_checkpoint(ckpt, checkpoint).to(torch_device)
+    model = ckpt.model().to(torch_device)
     plot_path = Path(str(checkpoint)).with_name(Path(str(checkpoint)).stem + "_confusion.png") if plot is None else Path(str(plot))
     check_writable(plot_path.parent)  # before any data is read
     data = load_data(dataset, data_dir, train=False)  # the training split is never used here: not even read
-    trained_on = list(ckpt["model_config"]["input_shape"])
+    trained_on = list(ckpt.model_config.input_shape)
     if list(data.test_images.shape[1:]) != trained_on:
         raise UserError(
             f"{checkpoint} takes {'×'.join(map(str, trained_on))} images, {dataset} has {'×'.join(map(str, data.test_images.shape[1:]))}; pass the --dataset it was trained on"
         )
-    expected = ckpt.get("data_fingerprint", {}).get("test")
+    expected = ckpt.data_fingerprint.get("test")
     if expected and expected != fingerprint(data.test_images, data.test_labels):
         print(f"warning: this test data ({data.source}) differs from the test data the model was trained beside", file=sys.stderr)
-    degrees = list(ckpt["model_config"].get("tta_degrees") or []) if tta else []
+    degrees = list(ckpt.model_config.tta_degrees) if tta else []
     if degrees:
         print(
             f"test-time augmentation: averaging turns of {', '.join(f'{a:g}' for a in degrees)} degrees (--tta=False: one view)",
@@ -2257,7 +2302,7 @@ def evaluate(
     amp = autocast_dtype(torch_device, _check_choice("precision", precision, ("auto", "fp32")))
     predictions = predict_probs(model, data.test_images, torch_device, batch_size, degrees, amp).argmax(1)
     correct, total = int((predictions == data.test_labels).sum()), len(data.test_labels)
-    classes = list(ckpt["classes"])
+    classes = ckpt.classes
     confusion = torch.bincount(data.test_labels * len(classes) + predictions, minlength=len(classes) ** 2).view(len(classes), -1)
     for i, (name, row) in enumerate(zip(classes, confusion)):
         print(f"  {name:>12}: {100 * row[i] / max(int(row.sum()), 1):6.2f}% of {int(row.sum())}", file=sys.stderr)
@@ -2266,10 +2311,10 @@ def evaluate(
     print(f"confusion matrix: {plot_path}", file=sys.stderr)
 
 
-def _sample_caution(ckpt: dict, data: Data) -> str:
+def _sample_caution(ckpt: Checkpoint, data: Data) -> str:
     """A note for the result line when a checkpoint trained on other data is scored on the bundled sample."""
     on_sample = Path(data.source).resolve() == SAMPLE_DATA_DIR.resolve()
-    trained_on_sample = Path(str(ckpt.get("train_config", {}).get("data_dir"))).resolve() == SAMPLE_DATA_DIR.resolve()
+    trained_on_sample = Path(str(ckpt.train_config.data_dir)).resolve() == SAMPLE_DATA_DIR.resolve()
     if not on_sample or trained_on_sample:
         return ""
     return (
@@ -2289,10 +2334,10 @@ def _imshow(ax, image: Tensor) -> None:
     ax.set_yticks([])
 
 
-def _inspect_data(dataset: str | None, data_dir: str | None, ckpt: dict | None, train: bool = True) -> tuple[str, Data]:
+def _inspect_data(dataset: str | None, data_dir: str | None, ckpt: Checkpoint | None, train: bool = True) -> tuple[str, Data]:
     """The dataset an inspection command works on: --dataset, else the checkpoint's, else corruptedmnist."""
     if dataset is None:
-        dataset = ckpt["train_config"].get("dataset", DEFAULT_DATASET) if ckpt else DEFAULT_DATASET
+        dataset = ckpt.train_config.dataset if ckpt else DEFAULT_DATASET
     return str(dataset), load_data(str(dataset), data_dir, train=train)
 
 
@@ -2320,7 +2365,7 @@ def show(
     _check_int("n", n, 1)
     if _check_bool("wrong", wrong) and checkpoint is None:
         raise UsageError("--wrong needs --checkpoint=RUN/best.pt: it shows the images that checkpoint gets wrong")
-    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
+    ckpt = Checkpoint.load(checkpoint) if checkpoint is not None else None
     check_writable(Path(str(out)).parent if out else Path())  # before any data is read
     dataset, data = _inspect_data(dataset, data_dir, ckpt, train=split == "train")
     images, labels = (data.train_images, data.train_labels) if split == "train" else (data.test_images, data.test_labels)
@@ -2328,7 +2373,7 @@ def show(
         images, labels = images[:n], labels[:n]
     predictions = None
     if ckpt is not None:
-        predictions = predict_logits(model_from_checkpoint(ckpt, checkpoint), images, torch.device("cpu")).argmax(1)
+        predictions = predict_logits(ckpt.model(), images, torch.device("cpu")).argmax(1)
     if wrong:
         missed = (predictions != labels).nonzero().flatten()[:n]
         images, labels, predictions = images[missed], labels[missed], predictions[missed]
@@ -2388,8 +2433,8 @@ def mc_dropout(
     _check_int("index", index, 0)
     _check_int("samples", samples, 1)
     _check_int("seed", seed, 0)
-    ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt, checkpoint)
+    ckpt = Checkpoint.load(checkpoint)
+    model = ckpt.model()
     if not enable_mc_dropout(model):
         raise UserError(f"{checkpoint}: the model has no dropout layer, so Monte-Carlo dropout has nothing to sample")
     check_writable(Path(str(out)).parent if out else Path(str(checkpoint)).parent)  # before any data is read
@@ -2400,7 +2445,7 @@ def mc_dropout(
     image, label = data.test_images[index], int(data.test_labels[index])
     with torch.no_grad():  # each copy in the batch gets its own dropout mask
         probs = torch.cat([model(image.expand(min(1000, samples - i), *image.shape)).softmax(1) for i in range(0, samples, 1000)])
-    classes = list(ckpt["classes"])
+    classes = ckpt.classes
     counts = torch.bincount(probs.argmax(1), minlength=len(classes))
     mean = probs.mean(0)
     entropy = float(-(mean * mean.clamp_min(1e-12).log()).sum())
@@ -2521,9 +2566,9 @@ def predict(checkpoint: str, *images: str) -> None:
     """
     if not images:
         raise UsageError("predict needs picture files: python fashion_trainer.py predict CHECKPOINT digit.png [more.png …]")
-    ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt, checkpoint)
-    shape = tuple(ckpt["model_config"]["input_shape"])
+    ckpt = Checkpoint.load(checkpoint)
+    model = ckpt.model()
+    shape = ckpt.model_config.input_shape
     batch = []
     for name in images:
         path = Path(str(name)).expanduser()
@@ -2531,7 +2576,7 @@ def predict(checkpoint: str, *images: str) -> None:
             raise UserError(f"{path}: no such file")
         batch.append(load_picture(path, shape))
     probs = predict_logits(model, torch.stack(batch), torch.device("cpu")).softmax(1)
-    classes = list(ckpt["classes"])
+    classes = ckpt.classes
     for name, p in zip(images, probs):
         top = p.topk(min(3, len(classes)))
         print(f"{name}: " + ", ".join(f"{classes[i]} {100 * float(v):.1f}%" for v, i in zip(top.values, top.indices)))

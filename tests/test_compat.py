@@ -1,13 +1,12 @@
-"""Compatibility: pinned weights of a tiny seeded run, and format-1 checkpoints that must still evaluate and resume."""
+"""Compatibility: pinned weights of a tiny seeded run, and runs saved by the code before that must still resume and evaluate."""
 
 import json
 import platform
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import weights_hash, write_course_npz
+from conftest import ft, weights_hash, write_course_npz
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PINS = json.loads((FIXTURES / "pins.json").read_text())
@@ -39,28 +38,40 @@ def test_a_tiny_seeded_run_gives_the_pinned_weights(cli, tmp_path):
     assert weights_hash(last["resume"]["model"]) == HERE["default_run"]["model"]
 
 
-def _old_run(tmp_path: Path) -> Path:
-    """The tiny data the fixtures were trained on, and the format-1 run folder, interrupted after epoch 2 of 3."""
+def _as_written_before_the_recipe_dataclass(path: Path) -> None:
+    """Rewrite a checkpoint in the layout the code wrote until 2026-12-01 (users have such last.pt files, and the notebook
+    now updates the code under an unfinished run): the recipe's `upright` was named "absolute", the model config carried
+    "arch", and a "normalization" copy of its mean and std sat beside it."""
+    raw = torch.load(path, weights_only=True)
+    recipe = raw["train_config"]["augmentation"]
+    recipe["absolute"] = recipe.pop("upright")
+    del recipe["upright_limit"]
+    raw["train_config"]["model"] = {
+        k: raw["train_config"]["model"][k] for k in ("stages", "rotations", "init_scale", "tta_degrees", "hidden", "dropout")
+    }
+    raw["model_config"]["arch"] = "cnn"
+    raw["normalization"] = {"mean": raw["model_config"]["mean"], "std": raw["model_config"]["std"]}
+    torch.save(raw, path)
+
+
+def test_a_run_saved_by_the_code_before_still_resumes_and_evaluates(cli, tmp_path, monkeypatch):
     write_course_npz(tmp_path / "tiny")
-    (tmp_path / "old").mkdir()
+    real = ft.save_epoch
+
+    def save_then_stop(state, *args):
+        real(state, *args)
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ft, "save_epoch", save_then_stop)
+        code, _, err = cli("train", "--data_dir=tiny", "--out=old", "--epochs=3", "--batch_size=32")
+        assert code == 130, err
     for name in ("best.pt", "last.pt"):
-        shutil.copy(FIXTURES / f"v1_{name}", tmp_path / "old" / name)
-    return tmp_path / "old"
-
-
-def test_a_format_1_best_pt_still_evaluates(cli, tmp_path):
-    _old_run(tmp_path)
-    code, out, err = cli("evaluate", "old/best.pt", "--data_dir=tiny", "--tta=False")
-    assert code == 0, err
-    assert out.strip().endswith(f"({round(PINS['v1_best_test_accuracy'] * 50)}/50)")
-
-
-@same_kernels
-def test_a_format_1_last_pt_resumes_to_the_pinned_weights(cli, tmp_path):
-    _old_run(tmp_path)
+        _as_written_before_the_recipe_dataclass(tmp_path / "old" / name)
+    assert ft.Checkpoint.load(tmp_path / "old" / "last.pt").train_config.augmentation.upright  # "absolute" read as upright
     code, _, err = cli("train", "--resume=old/last.pt")
     assert code == 0, err
-    last = torch.load(tmp_path / "old" / "last.pt", weights_only=True)
-    assert last["metrics"]["epoch"] == 3
-    assert weights_hash(last["state_dict"]) == HERE["v1_resumed"]["ema"]
-    assert weights_hash(last["resume"]["model"]) == HERE["v1_resumed"]["model"]
+    assert torch.load(tmp_path / "old" / "last.pt", weights_only=True)["metrics"]["epoch"] == 3
+    code, out, err = cli("evaluate", "old/best.pt", "--data_dir=tiny")
+    assert code == 0 and out.startswith("Test accuracy:"), err

@@ -1,5 +1,6 @@
 """Evaluation: the one-line result, and every kind of bad checkpoint refused without running code."""
 
+import dataclasses
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -35,7 +36,7 @@ def test_checkpoint_holds_everything_as_plain_values(trained):
     assert state["format"] == "fashion_trainer" and state["format_version"] == ft.FORMAT_VERSION
     assert state["classes"] == [str(d) for d in range(10)]
     assert state["model_config"]["input_shape"] == [1, 28, 28]
-    assert len(state["normalization"]["mean"]) == 1 and state["normalization"]["std"][0] > 0
+    assert len(state["model_config"]["mean"]) == 1 and state["model_config"]["std"][0] > 0
     assert state["train_config"]["epochs"] == 3 and 0 <= state["metrics"]["val_accuracy"] <= 1
     assert len(state["data_fingerprint"]["train"]) == 16 and len(state["data_fingerprint"]["test"]) == 16
 
@@ -119,7 +120,7 @@ def test_evaluate_bad_arguments(cli, trained):
 
 def test_test_time_augmentation_averages_turned_copies():
     torch.manual_seed(0)
-    model = ft.build_model(ft.model_config([1, 28, 28], 10, [0.13], [0.3], ft.P4_CNN)).eval()
+    model = ft.build_model(dataclasses.replace(ft.P4_CNN, input_shape=(1, 28, 28), num_classes=10, mean=(0.13,), std=(0.3,))).eval()
     x = torch.rand(6, 1, 28, 28)
     cpu = torch.device("cpu")
     single = ft.predict_logits(model, x, cpu).softmax(1)

@@ -15,7 +15,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("inspect")
     data = write_course_npz(root / "d", n_train=400, n_test=60, shards=2)
     assert ft.main(["train", f"--data_dir={data}", f"--out={root / 'run'}", "--epochs=3", "--batch_size=32"]) == 0
-    assert ft.load_checkpoint(root / "run" / "best.pt")["metrics"]["best_val_accuracy"] >= 0.9  # it learned: far above chance
+    assert ft.Checkpoint.load(root / "run" / "best.pt").metrics["best_val_accuracy"] >= 0.9  # it learned: far above chance
     return data, root / "run" / "best.pt"
 
 
@@ -24,7 +24,7 @@ def digits_model(tmp_path_factory):
     """A model trained for three epochs on the bundled sample's real (turned) digits, for pictures a user would take."""
     root = tmp_path_factory.mktemp("digits")
     assert ft.main(["train", f"--data_dir={ft.SAMPLE_DATA_DIR}", f"--out={root / 'run'}", "--epochs=3", "--batch_size=128"]) == 0
-    assert ft.load_checkpoint(root / "run" / "best.pt")["metrics"]["best_val_accuracy"] >= 0.85
+    assert ft.Checkpoint.load(root / "run" / "best.pt").metrics["best_val_accuracy"] >= 0.85
     return root / "run" / "best.pt"
 
 
@@ -89,7 +89,7 @@ def test_mc_dropout_histogram_counts_sum_to_samples(cli, trained, tmp_path, figu
 
 def test_mc_dropout_varies_with_dropout_on_and_keeps_batch_norm_in_eval(trained):
     _, ckpt = trained
-    model = ft.model_from_checkpoint(ft.load_checkpoint(ckpt), ckpt)
+    model = ft.Checkpoint.load(ckpt).model()
     assert ft.enable_mc_dropout(model) == 1
     assert all(not m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     x = torch.rand(1, 1, 28, 28).expand(20, 1, 28, 28)
@@ -175,7 +175,7 @@ def test_show_wrong_draws_the_first_misclassified_test_digits(cli, digits_model,
     code, out, err = cli("show", f"--checkpoint={digits_model}", f"--data_dir={ft.SAMPLE_DATA_DIR}", "--split=test", "--wrong", "--n=9")
     assert code == 0, err
     data = ft.load_data("corruptedmnist", str(ft.SAMPLE_DATA_DIR), train=False)
-    model = ft.model_from_checkpoint(ft.load_checkpoint(digits_model), digits_model)
+    model = ft.Checkpoint.load(digits_model).model()
     predicted = ft.predict_logits(model, data.test_images, torch.device("cpu")).argmax(1)
     missed = (predicted != data.test_labels).nonzero().flatten()[:9]
     assert len(missed) == 9  # a three-epoch model misses more than 9 of the sample's 1,000 test digits

@@ -1,5 +1,7 @@
 """Model: the Reshape layer, input shapes, and rebuilding from a config alone."""
 
+import dataclasses
+
 import torch
 from conftest import ft
 
@@ -13,14 +15,14 @@ def test_reshape_keeps_the_batch_dimension():
 
 def test_model_accepts_flat_and_image_input_with_the_same_result():
     torch.manual_seed(0)
-    model = ft.build_model(ft.model_config([1, 28, 28], 10, [0.13], [0.3])).eval()
+    model = ft.build_model(ft.ModelConfig(input_shape=(1, 28, 28), num_classes=10, mean=(0.13,), std=(0.3,))).eval()
     x = torch.rand(3, 1, 28, 28)
     assert model(x).shape == (3, 10)
     assert torch.allclose(model(x), model(x.reshape(3, 784)))
 
 
 def test_model_adapts_to_colour_32x32_input():
-    model = ft.build_model(ft.model_config([3, 32, 32], 7, [0.5] * 3, [0.2] * 3))
+    model = ft.build_model(ft.ModelConfig(input_shape=(3, 32, 32), num_classes=7, mean=(0.5,) * 3, std=(0.2,) * 3))
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 7)
 
 
@@ -31,7 +33,7 @@ def test_normalize_uses_the_stored_statistics():
 
 
 def test_rebuilt_model_from_config_and_state_dict_is_identical():
-    config = ft.model_config([1, 28, 28], 10, [0.13], [0.3])
+    config = ft.ModelConfig(input_shape=(1, 28, 28), num_classes=10, mean=(0.13,), std=(0.3,))
     model = ft.build_model(config).eval()
     clone = ft.build_model(config)
     clone.load_state_dict(model.state_dict())
@@ -40,7 +42,7 @@ def test_rebuilt_model_from_config_and_state_dict_is_identical():
 
 
 def test_model_has_dropout_and_batch_norm():
-    model = ft.build_model(ft.model_config([1, 28, 28], 10, [0.13], [0.3]))
+    model = ft.build_model(ft.ModelConfig(input_shape=(1, 28, 28), num_classes=10, mean=(0.13,), std=(0.3,)))
     kinds = {type(m) for m in model.modules()}
     assert torch.nn.Dropout in kinds and torch.nn.BatchNorm2d in kinds and ft.Reshape in kinds
 
@@ -74,7 +76,7 @@ def test_p4_filter_bank_is_four_turned_copies_of_the_learnt_weights():
 
 def test_p4_model_trains_and_rebuilds_from_its_config():
     torch.manual_seed(0)
-    config = ft.model_config([1, 28, 28], 10, [0.13], [0.3], P4)
+    config = dataclasses.replace(P4, input_shape=(1, 28, 28), num_classes=10, mean=(0.13,), std=(0.3,))
     model = ft.build_model(config)
     x, y = torch.rand(8, 784), torch.randint(0, 10, (8,))
     torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -83,9 +85,3 @@ def test_p4_model_trains_and_rebuilds_from_its_config():
     clone.load_state_dict(model.state_dict())
     assert torch.equal(model.eval()(x), clone.eval()(x))
     assert sum(isinstance(m, ft.P4Conv) for m in model.modules()) == 4
-
-
-def test_checkpoints_from_before_rotations_build_plain_convolutions():
-    config = ft.model_config([1, 28, 28], 10, [0.13], [0.3])
-    del config["rotations"]
-    assert not any(isinstance(m, ft.P4Conv) for m in ft.build_model(config).modules())

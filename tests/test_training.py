@@ -147,24 +147,25 @@ def test_validation_split_is_disjoint_seeded_and_sized():
 
 def test_augmentation_is_seeded_and_batched():
     x = torch.rand(8, 1, 28, 28)
-    rand = torch.rand(8, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    a = ft.augment_batch(x, rand, 10, 0.1, 0.1, hflip=True)
-    assert a.shape == x.shape and torch.equal(a, ft.augment_batch(x, rand.clone(), 10, 0.1, 0.1, hflip=True)) and not torch.equal(a, x)
+    rand = torch.rand(8, ft.AUGMENT_RANDOMS, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    recipe = ft.Recipe(degrees=10, shift=0.1, scale=0.1, hflip=True)
+    a = ft.augment_batch(x, rand, recipe)
+    assert a.shape == x.shape and torch.equal(a, ft.augment_batch(x, rand.clone(), recipe)) and not torch.equal(a, x)
 
 
 def test_slant_stretch_and_cutout_augmentation():
     x = torch.ones(4, 1, 28, 28)
-    rand = torch.zeros(4, 9)
+    rand = torch.zeros(4, ft.AUGMENT_RANDOMS)
     rand[:, 7:9] = torch.tensor([[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]])  # square centres: corners, middle, edge
-    plain = ft.augment_batch(x, rand, 10, 0.1, 0.1, hflip=False)
-    blanked = ft.augment_batch(x, rand, 10, 0.1, 0.1, hflip=False, cutout=9)
+    recipe = ft.Recipe(degrees=10, shift=0.1, scale=0.1)
+    plain = ft.augment_batch(x, rand, recipe)
+    blanked = ft.augment_batch(x, rand, dataclasses.replace(recipe, cutout=9))
     holes = (blanked == 0) & (plain != 0)
     assert holes[1].sum() == 81 and holes[1, 0, 10:19, 10:19].all()  # a 9 × 9 square in the middle
     assert holes[0].sum() == 25 and holes[0, 0, :5, :5].all()  # clipped at the corner
     rand[:, 5:7] = torch.tensor([1.0, 1.0])
-    slanted = ft.augment_batch(x, rand, 10, 0.1, 0.1, hflip=False, shear=0.3, aspect=0.15)
+    slanted = ft.augment_batch(x, rand, dataclasses.replace(recipe, shear=0.3, aspect=0.15))
     assert not torch.allclose(slanted, plain)
-    assert ft.augment_randoms(ft.DIGIT_AUGMENT) == 5 and ft.augment_randoms(ft.ROTATED_DIGIT_AUGMENT) == 9
 
 
 def test_ink_orientation_turns_twice_as_far_as_the_image_and_shards_are_told_apart():
@@ -178,18 +179,21 @@ def test_ink_orientation_turns_twice_as_far_as_the_image_and_shards_are_told_apa
     images = torch.cat([bars, turned, ft.rotate_all(bars, torch.full((12,), -20.0))])
     angles = ft.shard_angles(images, labels.repeat(3), torch.arange(3).repeat_interleave(12))
     assert abs(float(angles[1] - angles[0]) - 30) < 3 and abs(float(angles[2] - angles[0]) + 20) < 3
-    assert ft.upright_turns(ft.Data(images, labels.repeat(3), bars, labels, ft.DIGITS, "x"), torch.arange(36), {"absolute": True}) is None
+    assert (
+        ft.upright_turns(ft.Data(images, labels.repeat(3), bars, labels, ft.DIGITS, "x"), torch.arange(36), ft.CORRUPTED_MNIST_AUGMENT)
+        is None
+    )
 
 
 def test_a_nearest_share_of_the_batch_is_resampled_as_the_course_data_was():
     x = (torch.rand(6, 1, 28, 28) * 4).round() / 4  # five grey levels
     rand = torch.rand(6, 10, generator=torch.Generator().manual_seed(1)) * 2 - 1
     rand[:, 9] = torch.tensor([-1.0, -0.5, -0.1, 0.1, 0.5, 1.0])  # the first three fall in a 0.5 share
-    bilinear = ft.augment_batch(x, rand, 20, 0.1, 0.1, hflip=False)
-    mixed = ft.augment_batch(x, rand, 20, 0.1, 0.1, hflip=False, nearest=0.5)
+    recipe = ft.Recipe(degrees=20, shift=0.1, scale=0.1)
+    bilinear = ft.augment_batch(x, rand, recipe)
+    mixed = ft.augment_batch(x, rand, dataclasses.replace(recipe, nearest=0.5))
     assert torch.equal(mixed[3:], bilinear[3:]) and not torch.equal(mixed[:3], bilinear[:3])
     assert torch.equal((mixed[:3] * 4).round(), mixed[:3] * 4)  # nearest neighbour: no blended grey levels
-    assert ft.augment_randoms({"nearest": 0.5, "cutout": 9}) == 10
 
 
 def test_slant_moves_the_top_of_an_upright_bar_sideways():
@@ -302,7 +306,7 @@ def _one_batch_state(lr: float = 3e-3):
     x = torch.from_numpy(digit_images(labels)).float().div(255).unsqueeze(1)
     y = torch.from_numpy(labels)
     config = dataclasses.replace(ft.TrainConfig(augment=False, batch_size=64, lr=lr, precision="fp32").resolved(), epochs=2, ema=0.0)
-    net = ft.model_config([1, 28, 28], 10, [0.1], [0.3], dataclasses.replace(ft.ModelConfig(), dropout=0.0))
+    net = ft.ModelConfig(input_shape=(1, 28, 28), num_classes=10, mean=(0.1,), std=(0.3,), dropout=0.0)
     return ft.TrainingState(config, net, torch.device("cpu"), 2, ft.Ranks()), config, x, y
 
 
