@@ -1411,6 +1411,13 @@ class TrainConfig:
     augmentation: Recipe | None = None  # the augmentation recipe in use (None: --augment=False)
     model: ModelConfig | None = None  # the dataset's network
     world_size: int = 1  # processes under torchrun
+    # The recipe's inner numbers: each was measured, none is a knob a user should need, and a run keeps those it started with.
+    warmup_share: float = 0.25  # of the one-cycle schedule's steps spent rising to --lr
+    ema_warmup: float = 10.0  # the moving average's decay ramps as (1 + step) / (ema_warmup + step): short runs average recent steps
+    batch_norm_images: int = 2048  # training images the batch-norm statistics are re-measured on before each validation
+    budget_share: float = 0.97  # --budget plans its epochs into this share of its seconds (start-up and the last save take the rest)
+    probe_steps: tuple[int, int] = (3, 8)  # --budget times this many warm-up steps, then this many steps it measures
+    budget_most_epochs: int = 4  # --budget trains at most this many times the dataset's epochs: beyond, a fast GPU only overfits
 
     def resolved(self) -> TrainConfig:
         """This config checked flag by flag (a bad one is a UsageError), with the dataset's recipe filled in."""
@@ -1437,7 +1444,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, saved: dict) -> TrainConfig:
         """A config saved in a checkpoint, its recipe and network as the dataclasses they were."""
-        config = cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+        config = cls(**{f.name: tuples(saved[f.name]) for f in dataclasses.fields(cls) if f.name in saved})
         model = None if config.model is None else ModelConfig.from_dict(config.model)
         return dataclasses.replace(config, augmentation=config.augmentation and Recipe.from_dict(config.augmentation), model=model)
 
@@ -1492,10 +1499,10 @@ def tie_margin(accuracy: float, n_val: int) -> float:
     return math.sqrt(p * (1 - p) / max(n_val, 1))
 
 
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int):
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int, warmup_share: float = 0.25):
     """The per-step learning-rate schedule."""
     if name == "onecycle" and total_steps >= 8:  # fewer steps leave its warm-up phase empty
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps, pct_start=0.25)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps, pct_start=warmup_share)
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps)
     if name == "step":
@@ -1515,7 +1522,7 @@ class TrainingState:
         self.net = torch.compile(ddp) if config.compile else ddp  # what the training steps call
         fused = {"fused": True} if self.use.fused_adamw else {}
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
-        self.schedule_of = lambda optimizer, total: make_scheduler(config.scheduler, optimizer, config.lr, total)
+        self.schedule_of = lambda optimizer, total: make_scheduler(config.scheduler, optimizer, config.lr, total, config.warmup_share)
         self.schedule = self.schedule_of(self.optimizer, total_steps)
         self.generator = torch.Generator(device=device if self.use.random_on_device else "cpu").manual_seed(config.seed)
         self.amp = autocast_dtype(device, config.precision)
@@ -1762,15 +1769,11 @@ def train_epoch(
         state.scaler.step(state.optimizer)
         state.scaler.update()
         state.schedule.step()
-        if state.ema_pairs is not None:  # the decay ramps up so that short runs average over recent steps only
+        if state.ema_pairs is not None:
             n = state.step + len(losses)
-            update_ema(state.ema_pairs, min(config.ema, (1 + n) / (10 + n)))
+            update_ema(state.ema_pairs, min(config.ema, (1 + n) / (config.ema_warmup + n)))
         losses.append(loss.detach())
     return all_sum(torch.stack(losses).float(), ranks) / ranks.world
-
-
-# A --budget run plans at most this many times the dataset's own epochs: beyond that a fast GPU would only overfit.
-BUDGET_MOST_EPOCHS = 4
 
 
 def plan_epochs(
@@ -1785,7 +1788,7 @@ def plan_epochs(
 ) -> tuple[int, float]:
     """How many epochs fit into --budget seconds here, and the seconds one takes, timed on throwaway steps run as the
     real ones will be (every process its share, compiled if --compile); the run's random streams are left untouched."""
-    warm, timed, bs = 3, 8, config.batch_size
+    (warm, timed), bs = config.probe_steps, config.batch_size
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         probe = TrainingState(config, net_config, device, 1000, ranks)
         clock = time.perf_counter()
@@ -1799,13 +1802,14 @@ def plan_epochs(
     steps = len(batch_starts(len(x_train), bs, ranks.world))
     epoch = step * steps + step * n_val / bs / 3 / ranks.world + 0.5  # + validation (forward only) and saving
     spent = time.perf_counter() - started + once
-    most = BUDGET_MOST_EPOCHS * DATASETS[config.dataset].epochs
-    epochs, epoch, spent = from_rank0([float((0.97 * config.budget - spent) // epoch), epoch, spent], device, ranks)
+    most = config.budget_most_epochs * DATASETS[config.dataset].epochs
+    epochs, epoch, spent = from_rank0([float((config.budget_share * config.budget - spent) // epoch), epoch, spent], device, ranks)
     if epochs < 1:
-        need = math.ceil((spent + epoch) / 0.97)
+        need = math.ceil((spent + epoch) / config.budget_share)
         raise UserError(f"--budget={config.budget:g} is less than one epoch here (about {epoch:.0f} s); give --budget={need} or more")
     if ranks.main:
-        capped = f" (the most a budget trains: {BUDGET_MOST_EPOCHS}× the dataset's {most // BUDGET_MOST_EPOCHS})" if epochs > most else ""
+        times = config.budget_most_epochs
+        capped = f" (the most a budget trains: {times}× the dataset's {most // times})" if epochs > most else ""
         print(f"--budget={config.budget:g}: about {epoch:.1f} s an epoch here, so {min(int(epochs), most)} epochs{capped}", file=sys.stderr)
     return min(int(epochs), most), epoch
 
@@ -1813,7 +1817,7 @@ def plan_epochs(
 def replan_epochs(config: TrainConfig, state: TrainingState, elapsed: float, per_epoch: float, ranks: Ranks) -> int:
     """The epochs that still fit into --budget after this epoch, from the seconds epochs really take here (saving,
     validation and the other processes included): a plan that would overrun is cut short, never lengthened."""
-    fits = state.epoch + max(0, int((0.98 * config.budget - elapsed) // max(per_epoch, 1e-9)))
+    fits = state.epoch + max(0, int((config.budget_share * config.budget - elapsed) // max(per_epoch, 1e-9)))
     return int(from_rank0([float(min(fits, config.epochs))], state.device, ranks)[0])
 
 
@@ -1863,7 +1867,7 @@ def fit(
                     f"the training loss became NaN/infinite in epoch {state.epoch + 1}; try a smaller --lr. "
                     f"The last good checkpoint is {run_dir / 'best.pt'}"
                 )
-            recalibrate_batch_norm(state.final, x_train, device, state.memory_format, state.amp)
+            recalibrate_batch_norm(state.final, x_train[: config.batch_norm_images], device, state.memory_format, state.amp)
             val_acc = validate(state.final, x_val, y_val, device, ranks, state.amp)
             now = time.perf_counter()
             improved = state.record(losses, val_acc, round(now - started, 2), len(y_val))
@@ -1941,10 +1945,6 @@ def save_epoch(state: TrainingState, saving: Checkpoint, run_dir: Path, improved
     )
 
 
-# Batch-norm statistics are re-measured on this many training images before each validation (see recalibrate_batch_norm).
-BATCH_NORM_IMAGES = 2048
-
-
 @torch.no_grad()
 def recalibrate_batch_norm(model: nn.Module, images: Tensor, device: torch.device, memory_format, amp: torch.dtype | None) -> None:
     """Measure the batch-norm statistics of these weights afresh on (unaugmented) training images. The running averages
@@ -1959,7 +1959,7 @@ def recalibrate_batch_norm(model: nn.Module, images: Tensor, device: torch.devic
         m.momentum = None  # a plain average over the batches below
     model.train()
     with autocast(device, amp):
-        for start in range(0, min(len(images), BATCH_NORM_IMAGES), 512):
+        for start in range(0, len(images), 512):
             model(images[start : start + 512].to(device).contiguous(memory_format=memory_format))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum

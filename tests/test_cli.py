@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -89,3 +90,35 @@ def test_runtime_note_warns_without_a_gpu_and_says_how_to_get_one(monkeypatch):
     monkeypatch.setattr(ft, "device_available", lambda name: name == "cuda")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Tesla T4")
     assert ft.runtime_note() == "training on the GPU: Tesla T4"
+
+
+def test_the_readmes_flag_table_names_every_train_flag_with_the_codes_default():
+    """README's copy of the defaults cannot drift from TrainConfig: every flag is in the table once, each literal default
+    equals the field's, a dataset-dependent one says so and quotes the dataset table's number."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| flag | default | meaning |")[1].split("\n\n")[0]
+    fields = {f.name: f for f in dataclasses.fields(ft.TrainConfig) if "help" in f.metadata}
+    seen = []
+    for row in table.strip().splitlines()[1:]:
+        flag_cell, default_cell = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        names = re.findall(r"`--(\w+)`", flag_cell)
+        defaults = [d.strip() for d in default_cell.split(", ")] if len(names) > 1 else [default_cell]
+        assert len(defaults) == len(names), row
+        for name, written in zip(names, defaults):
+            seen.append(name)
+            if name == "resume":
+                continue
+            default = fields[name].default
+            if default is None:
+                assert not re.match(r"^-?[\d.]", written), f"--{name}: README says {written}, the code has no fixed default"
+                quoted = re.search(r"\((\d+(?:\.\d+)?) for corruptedmnist\)", written)
+                spec = ft.DATASETS[ft.DEFAULT_DATASET]
+                if quoted:
+                    assert float(quoted.group(1)) == getattr(spec, name), f"--{name}: README says {written}"
+            elif isinstance(default, bool):
+                assert written == str(default), f"--{name}: README says {written}, the code {default}"
+            elif isinstance(default, (int, float)):
+                assert float(written.split()[0]) == default, f"--{name}: README says {written}, the code {default}"
+            else:
+                assert written == default, f"--{name}: README says {written}, the code {default}"
+    assert sorted(seen) == sorted([*fields, "resume"])

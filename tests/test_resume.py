@@ -306,7 +306,7 @@ def test_a_fast_device_trains_at_most_four_times_the_datasets_epochs_on_a_budget
     monkeypatch.setattr(ft, "update_ema", stop_after_the_probe)
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=1000", "--batch_size=32")
     assert code == 130, err
-    epochs = ft.BUDGET_MOST_EPOCHS * ft.DATASETS["corruptedmnist"].epochs
+    epochs = ft.TrainConfig().budget_most_epochs * ft.DATASETS["corruptedmnist"].epochs
     assert f"so {epochs} epochs (the most a budget trains" in err
 
 
