@@ -19,6 +19,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (name, the line as it is, the line broken, the tests that must catch it)
 MUTATIONS = [
+    # a run saved by the code before, the notebook's helpers, the recipe's constants
+    (
+        "compat: 'absolute' not read as upright",
+        'values = {("upright" if k == "absolute" else k): v for k, v in values.items()}',
+        "values = dict(values)",
+        "tests/test_compat.py -k before",
+    ),
+    (
+        "show: --wrong shows the right ones",
+        "missed = (predictions != labels).nonzero().flatten()[:n]",
+        "missed = (predictions == labels).nonzero().flatten()[:n]",
+        "tests/test_inspection.py -k wrong",
+    ),
+    (
+        "notebook: run name ignores the values",
+        'name.replace("dataset", "") + value))',
+        'name.replace("dataset", "")))',
+        "tests/test_cli.py -k run_name",
+    ),
+    (
+        "budget: share ignored",
+        "[float((config.budget_share * config.budget - spent) // epoch)",
+        "[float((config.budget - spent) // epoch)",
+        "tests/test_resume.py -k budget_plans",
+    ),
     # checkpoint loading
     (
         "checkpoint: newer format accepted",
@@ -28,20 +53,20 @@ MUTATIONS = [
     ),
     (
         "checkpoint: pickles run",
-        'restricted_load(lambda: torch.load(path, map_location="cpu", weights_only=True), path, "tensors and plain values"',
-        'restricted_load(lambda: torch.load(path, map_location="cpu", weights_only=False), path, "tensors and plain values"',
+        'lambda: torch.load(path, map_location="cpu", weights_only=True), path, "tensors and plain values", "checkpoint"',
+        'lambda: torch.load(path, map_location="cpu", weights_only=False), path, "tensors and plain values", "checkpoint"',
         "tests/test_evaluate.py -k malicious",
     ),
     (
         "checkpoint: missing keys not checked",
-        'missing = [k for k in ("model_config", "state_dict", "classes") if k not in ckpt]',
+        "missing = [f.name for f in dataclasses.fields(cls) if f.name not in raw and f.default is dataclasses.MISSING]",
         "missing = []",
         "tests/test_evaluate.py -k bad_checkpoints",
     ),
     # evaluate and prediction
     (
         "evaluate: no test-time turns",
-        'degrees = list(ckpt["model_config"].get("tta_degrees") or []) if tta else []',
+        "degrees = list(ckpt.model_config.tta_degrees) if tta else []",
         "degrees = []",
         "tests/test_evaluate.py -k turns",
     ),
@@ -85,7 +110,7 @@ MUTATIONS = [
     ),
     (
         "data: changed training data continued",
-        'if fingerprint(data.train_images, data.train_labels) != ckpt["data_fingerprint"]["train"]:',
+        'if fingerprint(data.train_images, data.train_labels) != ckpt.data_fingerprint["train"]:',
         "if False:",
         "tests/test_resume.py -k changed",
     ),
@@ -121,7 +146,7 @@ MUTATIONS = [
     ),
     (
         "state: batch norm not re-measured",
-        "recalibrate_batch_norm(state.final, x_train, device, state.memory_format, state.amp)",
+        "recalibrate_batch_norm(state.final, x_train[: config.batch_norm_images], device, state.memory_format, state.amp)",
         "pass",
         "tests/test_training.py -k large_batch",
     ),

@@ -1,5 +1,6 @@
 """CLI: help from docstrings, unknown commands and flags, and the real process's exit status and stderr."""
 
+import ast
 import dataclasses
 import os
 import re
@@ -122,3 +123,33 @@ def test_the_readmes_flag_table_names_every_train_flag_with_the_codes_default():
             else:
                 assert written == default, f"--{name}: README says {written}, the code {default}"
     assert sorted(seen) == sorted([*fields, "resume"])
+
+
+def test_the_file_reads_in_pipeline_order_and_nothing_calls_into_a_later_section():
+    """fashion_trainer.py's sections come in the documented order, and no code in one uses a name defined in a later
+    section (the CLI at the end may use all of them)."""
+    source = (ROOT / "fashion_trainer.py").read_text()
+    tree = ast.parse(source)
+    headers = [(i + 1, line.split(" ", 2)[2]) for i, line in enumerate(source.splitlines()) if line.startswith("# " + "-" * 77 + " ")]
+    order = ["basics", "data", "prepare", "model", "devices and precision", "training", "evaluation", "inspection", "CLI"]
+    assert [title.split(":")[0] for _, title in headers] == order
+
+    def section(line: int) -> int:
+        return max((i for i, (start, _) in enumerate(headers) if start <= line), default=-1)
+
+    defined = {}
+    for node in tree.body:
+        names = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else []
+        names += [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+        for name in names:
+            defined[name] = section(node.lineno)
+    late = []
+    for node in tree.body:
+        here = section(node.lineno)
+        local = {a.arg for a in ast.walk(node) if isinstance(a, ast.arg)}  # parameters such as `train: bool` shadow
+        local |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and node is not n}
+        local -= {t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)}
+        for used in ast.walk(node):
+            if isinstance(used, ast.Name) and used.id not in local and defined.get(used.id, -1) > here and here != len(order) - 1:
+                late.append(f"{used.id} (section {order[defined[used.id]]}) used in {order[here]} at line {used.lineno}")
+    assert not late, late

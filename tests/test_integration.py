@@ -38,15 +38,15 @@ def test_one_epoch_on_full_corrupted_mnist_learns(cli, tmp_path):
     assert float(out.split(":")[1].split("%")[0]) > 93.0 and out.strip().endswith("/10000)")
 
 
-def test_default_train_on_the_bundled_sample_reaches_90_percent(cli, tmp_path):
-    code, out, err = cli("train", "--out=run")
+def test_train_without_data_uses_the_bundled_sample_and_reaches_93_percent_in_four_epochs(cli, tmp_path):
+    code, out, err = cli("train", "--out=run", "--epochs=4")  # 96.1 % measured; the default 10 epochs take 2.5x as long
     assert code == 0, err
     assert "bundled" in err
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["config"]["data_dir"] == str(ft.SAMPLE_DATA_DIR)
     code, out, err = cli("evaluate", "run/best.pt")
     assert code == 0, err
-    assert float(out.split(":")[1].split("%")[0]) >= 90.0 and out.strip().endswith("/1000)")
+    assert float(out.split(":")[1].split("%")[0]) >= 93.0 and out.strip().endswith("/1000)")
 
 
 @needs_shared_mnist
