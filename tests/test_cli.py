@@ -153,3 +153,8 @@ def test_the_file_reads_in_pipeline_order_and_nothing_calls_into_a_later_section
             if isinstance(used, ast.Name) and used.id not in local and defined.get(used.id, -1) > here and here != len(order) - 1:
                 late.append(f"{used.id} (section {order[defined[used.id]]}) used in {order[here]} at line {used.lineno}")
     assert not late, late
+
+
+def test_the_readme_stays_a_users_page():
+    """The README is for users and at most 15 KB; research goes to docs/."""
+    assert len((ROOT / "README.md").read_bytes()) <= 15 * 1024
