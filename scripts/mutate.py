@@ -39,6 +39,12 @@ MUTATIONS = [
         "tests/test_cli.py -k run_name",
     ),
     (
+        "evaluate: every digit turned",
+        "unsure = (single.max(1).values < confidence).nonzero().flatten()",
+        "unsure = torch.arange(len(single))",
+        "tests/test_evaluate.py -k averages",
+    ),
+    (
         "budget: share ignored",
         "[float((config.budget_share * config.budget - spent) // epoch)",
         "[float((config.budget - spent) // epoch)",

@@ -121,24 +121,36 @@ def test_evaluate_bad_arguments(cli, trained):
 def test_test_time_augmentation_averages_turned_copies():
     torch.manual_seed(0)
     model = ft.build_model(dataclasses.replace(ft.P4_CNN, input_shape=(1, 28, 28), num_classes=10, mean=(0.13,), std=(0.3,))).eval()
-    x = torch.rand(6, 1, 28, 28)
+    with torch.no_grad():  # random weights of a real scale: an untrained network is equally unsure of every image
+        for weight in model.parameters():
+            weight.normal_(0, 0.2)
+    x = torch.rand(6, 1, 28, 28) * torch.linspace(0.2, 1, 6).view(6, 1, 1, 1)
     cpu = torch.device("cpu")
     single = ft.predict_logits(model, x, cpu).softmax(1)
     assert torch.allclose(ft.predict_probs(model, x, cpu), single)
     turned = [ft.predict_logits(model, ft.affine_warp(x, torch.full((6,), a)), cpu).softmax(1) for a in (-10.0, 10.0)]
-    assert torch.allclose(ft.predict_probs(model, x, cpu, degrees=[-10, 0, 10]), (turned[0] + single + turned[1]) / 3, atol=1e-6)
+    full = (turned[0] + single + turned[1]) / 3
+    assert torch.allclose(ft.predict_probs(model, x, cpu, degrees=[-10, 0, 10]), full, atol=1e-6)
+    # only the digits whose single view is less sure than `confidence` are turned; the others keep their single view
+    sure = single.max(1).values
+    cut = float(sure.median())
+    chosen = ft.predict_probs(model, x, cpu, degrees=[-10, 0, 10], confidence=cut)
+    unsure = sure < cut
+    assert 0 < int(unsure.sum()) < 6
+    assert torch.allclose(chosen[unsure], full[unsure], atol=1e-6) and torch.equal(chosen[~unsure], single[~unsure])
 
 
 def test_evaluate_uses_the_checkpoints_test_turns_unless_told_not_to(cli, trained, monkeypatch):
     data, good = trained
     asked, real = [], ft.predict_probs
-    monkeypatch.setattr(ft, "predict_probs", lambda *a, **k: asked.append(list(a[4])) or real(*a, **k))
+    monkeypatch.setattr(ft, "predict_probs", lambda *a, **k: asked.append((list(a[4]), a[6])) or real(*a, **k))
     assert torch.load(good, weights_only=True)["model_config"]["tta_degrees"] == [-10, 0, 10]
     code, out, err = cli("evaluate", str(good), f"--data_dir={data}")
-    assert code == 0 and "averaging turns of -10, 0, 10 degrees" in err and out.startswith("Test accuracy:")
+    assert code == 0 and "averaging turns of -10, 0, 10 degrees for digits whose single view is less than 90 % sure" in err
+    assert out.startswith("Test accuracy:")
     code, out, err = cli("evaluate", str(good), f"--data_dir={data}", "--tta=False")
     assert code == 0 and "averaging" not in err and out.startswith("Test accuracy:")
-    assert asked == [[-10, 0, 10], []]  # the turns are scored, not only announced
+    assert asked == [([-10, 0, 10], 0.9), ([], 0.9)]  # the turns are scored, not only announced
     code, _, err = cli("evaluate", str(good), f"--data_dir={data}", "--tta=maybe")
     assert_one_line_error(code, err, "--tta", "True or False", exit_code=2)
 

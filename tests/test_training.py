@@ -407,3 +407,11 @@ def test_a_damaged_last_pt_falls_back_to_the_state_before_it(cli, tiny_data, tmp
     a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True)["state_dict"] for n in ("whole", "run"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [e["epoch"] for e in json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]] == [1, 2, 3]
+
+
+def test_an_lr_far_from_the_recipes_is_noted_once_and_still_trains(cli, tiny_data):
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=low", "--epochs=1", "--lr=1e-4")
+    assert code == 0, err
+    assert err.count("note: --lr=0.0001 is 30× below the 0.003 this recipe's schedule") == 1
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=usual", "--epochs=1", "--lr=1e-3")
+    assert code == 0 and "note: --lr" not in err
