@@ -103,10 +103,9 @@ def main() -> None:
                 out = work / f"run_{precision}_{factor:g}"
                 cli("train", f"--data_dir={data}", f"--out={out}", f"--budget={budget}", f"--precision={precision}")
                 history = json.loads((out / "history.json").read_text())
-                result, seconds = cli("evaluate", str(out / "best.pt"), f"--data_dir={data}", f"--precision={precision}")
-                single, single_seconds = cli(
-                    "evaluate", str(out / "best.pt"), f"--data_dir={data}", f"--precision={precision}", "--tta=False"
-                )
+                scoring = "--precision=auto" if precision == "bf16" else "--precision=fp32"  # evaluate: bf16 where the CPU has it
+                result, seconds = cli("evaluate", str(out / "best.pt"), f"--data_dir={data}", scoring)
+                single, single_seconds = cli("evaluate", str(out / "best.pt"), f"--data_dir={data}", scoring, "--tta=False")
                 run = {
                     "precision": precision,
                     "factor": factor,
