@@ -213,31 +213,26 @@ def test_a_colab_user_across_updates_settings_and_the_python_habit(colab, origin
     typed = runtime.run_cell("!python fashion_trainer.py evaluate checkpoints/corruptedmnist-batch_size16/best.pt")
     assert "Test accuracy:" in typed and "/40)" in typed, typed
 
-    # upstream moves on; Run all again in the same runtime with a changed setting runs the new code as a new run
+    # upstream moves on; Run all again in the same runtime with changed settings runs the new code as a new run
     second = commit_line(origin, "code of the second commit")
-    nb, error = runtime.run_all(**parameters(tmp_path, LR=1e-4, EPOCHS=2))
+    changed = parameters(tmp_path, LR=1e-4, TRAIN_FLAGS="--batch_size=16 --budget=6")
+    nb, error = runtime.run_all(**changed)
     assert error is None, error
     text = text_of(nb)
     assert f"on commit {second}" in text and "code of the second commit" in json.dumps(nb.cells[3].outputs)
-    assert "run folder: checkpoints/corruptedmnist-epochs2-lr0.0001-batch_size16" in text and "epoch 2/2:" in text
-    assert "had already finished" not in text
+    assert "run folder: checkpoints/corruptedmnist-lr0.0001-batch_size16-budget6" in text and "--budget=6:" in text
+    assert "had already finished" not in text and "Test accuracy:" in text
 
-    # an edit of the user's own blocks the next update: said in one line, kept, and the run goes on with it
+    # an edit of the user's own blocks the next update: said in one line, kept, and run; the same settings show the
+    # finished run, labelled as the earlier run's, with nothing trained or rebuilt
     clone = tmp_path / "drive" / "MyDrive" / "fashion_trainer"
     (clone / "fashion_trainer.py").write_text((clone / "fashion_trainer.py").read_text().replace("second commit", "users edit"))
     commit_line(origin, "code of the third commit")
-    nb, error = runtime.run_all(**parameters(tmp_path, TRAIN_FLAGS="--batch_size=16 --budget=3"))
+    nb, error = runtime.run_all(**changed)
     assert error is None, error
     text = text_of(nb)
     assert "NOTE: the code in" in text and "was not updated" in text and "your changes there are kept" in text
     assert f"on commit {second}" in text and "code of the users edit" in text
-    assert "--budget=3:" in text and "run folder: checkpoints/corruptedmnist-batch_size16-budget3" in text
-    assert "Test accuracy:" in text
-
-    # the same settings again: nothing is trained or rebuilt, and the results are labelled as the earlier run's
-    nb, error = runtime.run_all(**parameters(tmp_path, TRAIN_FLAGS="--batch_size=16 --budget=3"))
-    assert error is None, error
-    text = text_of(nb)
     assert "already holds corrupted MNIST" in text and "had already finished" in text and "epoch 1/" not in text
     assert "Test accuracy:" in text and images_in(nb.cells[5]) == 1
 
