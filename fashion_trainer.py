@@ -1325,16 +1325,21 @@ class Ranks:
     def main(self) -> bool:
         return self.rank == 0
 
+    @classmethod
+    def launched(cls) -> Ranks:
+        """This process's place as torchrun's environment names it, readable before the job is joined."""
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
 
 def start_distributed(device_name: str) -> tuple[Ranks, torch.device]:
     """Join the torchrun job if there is one (NCCL on GPUs, gloo on CPUs) and pick this rank's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    launched = Ranks.launched()
+    if launched.world == 1:
         device = pick_device(device_name)
         if device.type == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun with one process: its GPU, named as with more
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         return Ranks(), device
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
     if device_name in ("cuda", "mps") and not cuda:
         raise UsageError(f"--device={device_name} with torchrun needs CUDA GPUs; use --device=cpu for gloo on CPUs")
@@ -1343,7 +1348,7 @@ def start_distributed(device_name: str) -> tuple[Ranks, torch.device]:
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    return Ranks(rank, world), device
+    return launched, device
 
 
 def all_sum(values: Tensor, ranks: Ranks) -> Tensor:
@@ -1520,12 +1525,13 @@ def check_before_reading(config: TrainConfig, run_dir: Path) -> None:
     """What a new or continued run can be refused for before any data is read: a global batch that leaves some torchrun
     process fewer than two images a step (batch norm cannot train on one, and the others would wait for it forever),
     and a run folder that cannot be written (a full disk, a read-only or vanished folder; only rank 0 writes)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launched = Ranks.launched()
+    world = launched.world
     if config.batch_size < 2 * world:
         raise UsageError(
             f"--batch_size={config.batch_size} is shared by {world} processes: each needs at least 2 images a step; use ≥ {2 * world}"
         )
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launched.main:
         check_writable(run_dir)
 
 
@@ -1557,7 +1563,7 @@ def tie_margin(accuracy: float, n_val: int) -> float:
     return math.sqrt(p * (1 - p) / max(n_val, 1))
 
 
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int, warmup_share: float = 0.25):
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int, warmup_share: float):
     """The per-step learning-rate schedule."""
     if name == "onecycle" and total_steps >= 8:  # fewer steps leave its warm-up phase empty
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps, pct_start=warmup_share)
@@ -2086,8 +2092,8 @@ def train(resume: str | bool | None = None, **flags) -> None:
     if unfinished is not None:
         return _continue(unfinished, run_dir, flags, "continuing the unfinished run in")
     check_before_reading(config, run_dir)
-    tuned = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "lr")
-    if not tuned / 10 <= config.lr <= tuned * 10 and int(os.environ.get("RANK", "0")) == 0:
+    tuned = TrainConfig.lr  # the field's default
+    if not tuned / 10 <= config.lr <= tuned * 10 and Ranks.launched().main:
         far = f"{tuned / config.lr:.0f}× below" if config.lr < tuned else f"{config.lr / tuned:.0f}× above"
         print(
             f"note: --lr={config.lr:g} is {far} the {tuned:g} this recipe's schedule, warm-up and weight decay were measured "
@@ -2198,7 +2204,7 @@ def open_run(config: TrainConfig) -> tuple[Path, Checkpoint | None]:
     """The run folder for --out: a new (or empty) one, or one holding an unfinished run of the same settings, returned
     with its state to continue; a finished run, a run of other settings or any other content is refused."""
     if config.out is None:  # only rank 0 writes: the others need no name of their own
-        return (new_run_dir() if int(os.environ.get("RANK", "0")) == 0 else Path("checkpoints")), None
+        return (new_run_dir() if Ranks.launched().main else Path("checkpoints")), None
     path = Path(str(config.out)).expanduser()
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return path, None

@@ -123,7 +123,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(cli, t
 @pytest.mark.parametrize("scheduler", ft.SCHEDULERS)
 def test_every_scheduler_follows_its_shape(scheduler):
     opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=0.1)
-    sched = ft.make_scheduler(scheduler, opt, 0.1, total_steps=30)
+    sched = ft.make_scheduler(scheduler, opt, 0.1, total_steps=30, warmup_share=ft.TrainConfig().warmup_share)
     lrs = [opt.param_groups[0]["lr"]]
     for _ in range(30):
         opt.step()
