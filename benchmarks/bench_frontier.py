@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-from bench_corrupted_mnist import cli, course_reference_model, machine, test_accuracy  # noqa: E402
+from bench_corrupted_mnist import cli, machine, test_accuracy, train_reference  # noqa: E402
 
 import fashion_trainer as ft  # noqa: E402
 
@@ -46,27 +45,18 @@ print(f"Test accuracy: {100 * float((predictions == labels).float().mean()):.2f}
 
 
 def reference_curve(data_dir: Path, work: Path) -> dict:
-    """Train the reference for 10 epochs; after each, its test accuracy and the training seconds so far. Saves the
-    weights and the test split for the evaluate process."""
+    """Train the reference; after each epoch, its test accuracy and the training seconds so far. Saves the weights and
+    the test split for the evaluate process."""
     data = ft.read_corrupted_mnist(data_dir)
-    train_idx, _ = ft.split_validation(len(data.train_images), 0.05, 0)
-    x, y = data.train_images[train_idx], data.train_labels[train_idx]
-    torch.manual_seed(0)
-    model = course_reference_model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    seconds, points = 0.0, []
-    for _ in range(10):
-        started = time.perf_counter()
-        model.train()
-        for i in range(0, len(x), 32):
-            optimizer.zero_grad()
-            F.cross_entropy(model(x[i : i + 32]), y[i : i + 32]).backward()
-            optimizer.step()
-        seconds += time.perf_counter() - started
+    points = []
+
+    def score(model: torch.nn.Module, seconds: float) -> None:
         model.eval()
         with torch.no_grad():
             predictions = torch.cat([model(data.test_images[i : i + 500]).argmax(1) for i in range(0, len(data.test_images), 500)])
         points.append((seconds, float((predictions == data.test_labels).float().mean())))
+
+    model, seconds = train_reference(data, score)
     torch.save(model.state_dict(), work / "reference.pt")
     torch.save((data.test_images, data.test_labels), work / "test.pt")
     return {"points": points, "train_seconds": seconds}
