@@ -84,14 +84,14 @@ MUTATIONS = [
     ),
     (
         "evaluate: counts the wrong ones",
-        "degrees, amp).argmax(1)\n    correct, total = int((predictions == data.test_labels).sum())",
-        "degrees, amp).argmax(1)\n    correct, total = int((predictions != data.test_labels).sum())",
+        "confidence).argmax(1)\n    correct, total = int((predictions == data.test_labels).sum())",
+        "confidence).argmax(1)\n    correct, total = int((predictions != data.test_labels).sum())",
         "tests/test_evaluate.py -k one_line",
     ),
     (
         "predict: averages the turns wrongly",
-        "return sum(predict_logits(model, view, device, batch_size, amp).softmax(1) for view in views) / len(angles)",
-        "return sum(predict_logits(model, view, device, batch_size, amp).softmax(1) for view in views)",
+        "probs[unsure] = sum(views) / len(angles)",
+        "probs[unsure] = sum(views)",
         "tests/test_evaluate.py -k averages",
     ),
     (
@@ -245,7 +245,7 @@ MUTATIONS = [
     ),
     (
         "faults: unwritable --out found late",
-        '    if int(os.environ.get("RANK", "0")) == 0:\n        check_writable(run_dir)',
+        "    if launched.main:\n        check_writable(run_dir)",
         "    if False:\n        check_writable(run_dir)",
         "tests/test_faults.py -k unwritable",
     ),

@@ -158,3 +158,12 @@ def test_the_file_reads_in_pipeline_order_and_nothing_calls_into_a_later_section
 def test_the_readme_stays_a_users_page():
     """The README is for users and at most 15 KB; research goes to docs/."""
     assert len((ROOT / "README.md").read_bytes()) <= 15 * 1024
+
+
+def test_every_mutation_of_scripts_mutate_names_one_line_the_trainer_has():
+    """scripts/mutate.py is not run in CI (minutes); this keeps its lines in step with the code they break."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import mutate
+
+    source = (ROOT / "fashion_trainer.py").read_text()
+    assert [name for name, line, _, _ in mutate.MUTATIONS if source.count(line) != 1] == []
