@@ -33,6 +33,7 @@ import gzip
 import hashlib
 import inspect
 import io
+import itertools
 import json
 import math
 import os
@@ -1194,6 +1195,19 @@ class P4Conv(nn.Module):
         return F.conv2d(x, self.weight.reshape(-1)[self.index], padding=1)
 
 
+class MaxPool(nn.Module):
+    """2×2 max pooling. Without gradients on the CPU it takes the larger of two strided halves, twice: the same numbers
+    3-6× faster than PyTorch's kernel, which also finds the indices training needs (pooling was 28 % of evaluate's
+    forward passes); training keeps that kernel, whose backward is the fast one (measured, docs/research.md)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad or x.device.type != "cpu":
+            return F.max_pool2d(x, 2)
+        h, w = x.shape[-2:]  # an odd last row or column is dropped, as max_pool2d does
+        rows = torch.maximum(x[..., 0 : h - 1 : 2, :], x[..., 1::2, :])
+        return torch.maximum(rows[..., 0 : w - 1 : 2], rows[..., 1::2])
+
+
 def conv_bn_relu(c_in: int, c_out: int, rotations: int = 1, lift: bool = False) -> list[nn.Module]:
     """A 3×3 convolution (no bias: batch norm has one; P4Conv with rotations=4), batch norm and ReLU."""
     conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False) if rotations == 1 else P4Conv(c_in, c_out, lift)
@@ -1209,13 +1223,13 @@ def build_model(arch: ModelConfig) -> nn.Sequential:
     c_in, lift = c, True  # the first convolution turns plain images into turn channels
     for i, stage in enumerate(arch.stages):
         if i > 0:
-            layers.append(nn.MaxPool2d(2))
+            layers.append(MaxPool())
         for width in stage:
             layers += conv_bn_relu(c_in, width, arch.rotations, lift)
             c_in, lift = width, False
     # Flatten the last 3×3 (4×4 for 32×32 input) map rather than average it away: where strokes are matters for digits.
     features = c_in * arch.rotations * (h >> len(arch.stages)) * (w >> len(arch.stages))
-    layers += [nn.MaxPool2d(2), nn.Flatten()]
+    layers += [MaxPool(), nn.Flatten()]
     if arch.hidden:
         layers += [nn.Linear(features, arch.hidden, bias=False), nn.BatchNorm1d(arch.hidden), nn.ReLU(inplace=True)]
         features = arch.hidden
@@ -1228,6 +1242,25 @@ def build_model(arch: ModelConfig) -> nn.Sequential:
             if isinstance(m, (nn.Conv2d, P4Conv)):
                 m.weight.mul_(arch.init_scale)
     return model
+
+
+@torch.no_grad()
+def fold_batch_norm(model: nn.Sequential) -> nn.Sequential:
+    """A copy of an evaluated network for prediction alone, each convolution's batch norm folded into its weights and a
+    bias (a P4Conv becomes the plain convolution it computes): the same function with one layer fewer to run (batch
+    norm was 15 % of an fp32 forward pass here)."""
+    layers = list(model.eval())
+    for i, (conv, norm) in enumerate(itertools.pairwise(layers)):
+        if isinstance(conv, (nn.Conv2d, P4Conv)) and isinstance(norm, nn.BatchNorm2d):
+            weight = conv.weight if isinstance(conv, nn.Conv2d) else conv.weight.reshape(-1)[conv.index]
+            bias = conv.bias if getattr(conv, "bias", None) is not None else torch.zeros_like(norm.running_mean)
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            # skip_init: drawing initial weights would move the global random stream, and with it a run's dropout
+            layers[i] = nn.utils.skip_init(nn.Conv2d, weight.shape[1], weight.shape[0], weight.shape[2:], padding=1, device=weight.device)
+            layers[i].weight.copy_(weight * scale.view(-1, 1, 1, 1))
+            layers[i].bias.copy_((bias - norm.running_mean) * scale + norm.bias)
+            layers[i + 1] = nn.Identity()
+    return nn.Sequential(*layers).eval()
 
 
 # ----------------------------------------------------------------------------- devices and precision: where, in which float type, how many processes
@@ -1375,7 +1408,7 @@ def predict_logits(
 ) -> Tensor:
     """Logits for a whole split, in batches (channels-last where safe, under autocast to `amp` if given), on the CPU."""
     layout = torch.channels_last if DeviceUse.of(device).channels_last else torch.contiguous_format
-    model.eval().to(memory_format=layout)
+    model = fold_batch_norm(model).to(memory_format=layout)
     with autocast(device, amp):
         batches = (images[i : i + batch_size].to(device).contiguous(memory_format=layout) for i in range(0, len(images), batch_size))
         return torch.cat([model(x).float().cpu() for x in batches])
@@ -1468,6 +1501,7 @@ class TrainConfig:
     budget_share: float = 0.97  # --budget plans its epochs into this share of its seconds (start-up and the last save take the rest)
     probe_steps: tuple[int, int] = (3, 8)  # --budget times this many warm-up steps, then this many steps it measures
     budget_most_epochs: int = 4  # --budget trains at most this many times the dataset's epochs: beyond, a fast GPU only overfits
+    planned_steps: int | None = None  # the steps a --budget run plans in all (its last epoch stops there); None: whole epochs
 
     def resolved(self) -> TrainConfig:
         """This config checked flag by flag (a bad one is a UsageError), with the dataset's recipe filled in."""
@@ -1797,15 +1831,16 @@ def upright_turns(data: Data, train_idx: Tensor, recipe: Recipe | None) -> Tenso
 def train_epoch(
     state: TrainingState, config: TrainConfig, x_train: Tensor, y_train: Tensor, ranks: Ranks, turns: Tensor | None = None
 ) -> Tensor:
-    """One pass over the data in global batches, each rank taking every world-th image; returns the per-step losses."""
+    """One pass over the data in global batches, each rank taking every world-th image (a --budget run's last pass stops
+    at its planned step); returns the per-step losses."""
     state.net.train()
     gen = state.generator
     order = torch.randperm(len(x_train), generator=gen, device=gen.device)
     losses = []
     starts = batch_starts(len(order), config.batch_size, ranks.world)
-    ends = [*starts[1:], len(order)]
+    batches = list(zip(starts, [*starts[1:], len(order)]))[: None if config.planned_steps is None else config.planned_steps - state.step]
     for start, end in tqdm(
-        list(zip(starts, ends)), desc=f"epoch {state.epoch + 1}/{config.epochs}", leave=False, **({} if ranks.main else {"disable": True})
+        batches, desc=f"epoch {state.epoch + 1}/{config.epochs}", leave=False, **({} if ranks.main else {"disable": True})
     ):
         idx = order[start:end]
         # random numbers for the whole global batch, so every rank's generator stays in step with the others
@@ -1835,7 +1870,16 @@ def train_epoch(
     return all_sum(torch.stack(losses).float(), ranks) / ranks.world
 
 
-def plan_epochs(
+def fitting_steps(seconds: float, step: float, overhead: float, steps_per_epoch: int) -> int:
+    """How many steps fit into `seconds` from the start of an epoch, when a step takes `step` seconds and every epoch,
+    the last one cut short too, adds `overhead` seconds of validation and saving."""
+    epoch = steps_per_epoch * step + overhead
+    whole = max(0, int(seconds // epoch))
+    rest = seconds - whole * epoch - overhead
+    return whole * steps_per_epoch + max(0, int(rest // max(step, 1e-9)))
+
+
+def plan_steps(
     config: TrainConfig,
     net_config: ModelConfig,
     x_train: Tensor,
@@ -1844,9 +1888,10 @@ def plan_epochs(
     device: torch.device,
     ranks: Ranks,
     started: float,
-) -> tuple[int, float]:
-    """How many epochs fit into --budget seconds here, and the seconds one takes, timed on throwaway steps run as the
-    real ones will be (every process its share, compiled if --compile); the run's random streams are left untouched."""
+) -> tuple[int, tuple[float, float]]:
+    """How many steps fit into --budget seconds here (the last epoch may stop part-way), and the seconds a step takes
+    and an epoch adds, timed on throwaway steps run as the real ones will be (every process its share, compiled if
+    --compile); the run's random streams are left untouched."""
     (warm, timed), bs = config.probe_steps, config.batch_size
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         probe = TrainingState(config, net_config, device, 1000, ranks)
@@ -1858,26 +1903,35 @@ def plan_epochs(
         step = (time.perf_counter() - clock) / n_timed
     n_warm = len(batch_starts(min(len(x_train), warm * bs), bs, ranks.world))
     once = max(0.0, warm_seconds - n_warm * step) if config.compile else 0.0  # the real model compiles again
-    steps = len(batch_starts(len(x_train), bs, ranks.world))
-    epoch = step * steps + step * n_val / bs / 3 / ranks.world + 0.5  # + validation (forward only) and saving
+    steps_per_epoch = len(batch_starts(len(x_train), bs, ranks.world))
+    overhead = step * n_val / bs / 3 / ranks.world + 0.5  # validation (forward only) and saving
     spent = time.perf_counter() - started + once
-    most = config.budget_most_epochs * DATASETS[config.dataset].epochs
-    epochs, epoch, spent = from_rank0([float((config.budget_share * config.budget - spent) // epoch), epoch, spent], device, ranks)
-    if epochs < 1:
+    most = config.budget_most_epochs * DATASETS[config.dataset].epochs * steps_per_epoch
+    steps = fitting_steps(config.budget_share * config.budget - spent, step, overhead, steps_per_epoch)
+    steps, step, overhead, spent = from_rank0([float(steps), step, overhead, spent], device, ranks)
+    epoch = steps_per_epoch * step + overhead
+    if steps < steps_per_epoch:
         need = math.ceil((spent + epoch) / config.budget_share)
         raise UserError(f"--budget={config.budget:g} is less than one epoch here (about {epoch:.0f} s); give --budget={need} or more")
+    times = config.budget_most_epochs
+    capped = f" (the most a budget trains: {times}× the dataset's {DATASETS[config.dataset].epochs})" if steps > most else ""
+    steps = min(int(steps), most)
     if ranks.main:
-        times = config.budget_most_epochs
-        capped = f" (the most a budget trains: {times}× the dataset's {most // times})" if epochs > most else ""
-        print(f"--budget={config.budget:g}: about {epoch:.1f} s an epoch here, so {min(int(epochs), most)} epochs{capped}", file=sys.stderr)
-    return min(int(epochs), most), epoch
+        print(
+            f"--budget={config.budget:g}: about {epoch:.1f} s an epoch here, so {steps / steps_per_epoch:.1f} epochs{capped}",
+            file=sys.stderr,
+        )
+    return steps, (step, overhead)
 
 
-def replan_epochs(config: TrainConfig, state: TrainingState, elapsed: float, per_epoch: float, ranks: Ranks) -> int:
-    """The epochs that still fit into --budget after this epoch, from the seconds epochs really take here (saving,
-    validation and the other processes included): a plan that would overrun is cut short, never lengthened."""
-    fits = state.epoch + max(0, int((config.budget_share * config.budget - elapsed) // max(per_epoch, 1e-9)))
-    return int(from_rank0([float(min(fits, config.epochs))], state.device, ranks)[0])
+def replan_steps(
+    config: TrainConfig, state: TrainingState, seconds_left: float, timing: tuple[float, float], steps_per_epoch: int, ranks: Ranks
+) -> int:
+    """The steps in all that fit into --budget, after this epoch, from the seconds steps and epochs really take here
+    (validation, saving and the other processes included): the plan grows or shrinks to end at the budget."""
+    most = config.budget_most_epochs * DATASETS[config.dataset].epochs * steps_per_epoch
+    steps = min(state.step + fitting_steps(seconds_left, *timing, steps_per_epoch), most)
+    return int(from_rank0([float(steps)], state.device, ranks)[0])
 
 
 @torch.no_grad()
@@ -2015,13 +2069,13 @@ def fit(
     net_config = dataclasses.replace(
         config.model, input_shape=tuple(x_train.shape[1:]), num_classes=len(data.classes), mean=tuple(mean), std=tuple(std)
     )
-    per_epoch = math.inf
-    if config.budget and resume is None:  # a resumed run keeps the plan it was started with
-        epochs, per_epoch = plan_epochs(config, net_config, x_train, y_train, len(x_val), device, ranks, clock_started)
-        config = dataclasses.replace(config, epochs=epochs)
     steps_per_epoch = len(batch_starts(len(x_train), config.batch_size, ranks.world))
+    timing = None  # for --budget: the seconds a step takes and the seconds an epoch adds, here
+    if config.budget and resume is None:  # a resumed run starts from the plan it saved, then measures this machine
+        steps, timing = plan_steps(config, net_config, x_train, y_train, len(x_val), device, ranks, clock_started)
+        config = dataclasses.replace(config, epochs=math.ceil(steps / steps_per_epoch), planned_steps=steps)
     done = (resume.resume["step"], resume.resume["epoch"]) if resume is not None else (0, 0)
-    total_steps = done[0] + (config.epochs - done[1]) * steps_per_epoch  # the steps already taken may have been others
+    total_steps = config.planned_steps or done[0] + (config.epochs - done[1]) * steps_per_epoch  # the steps taken may have been others
     state = TrainingState(config, net_config, device, total_steps, ranks)
     if resume is not None:
         state.load_state_dict(resume.resume, resume.state_dict, total_steps)
@@ -2032,13 +2086,16 @@ def fit(
         restore_best(resume, run_dir)
     started = (clock_started if resume is None else time.perf_counter()) - state.seconds_so_far()
     saved, mark = state.epoch, time.perf_counter()
+    first = state.epoch + 1  # this process's first epoch, which also compiles a --compile model
     try:
         while state.epoch < config.epochs:
             if stopped_early(state.epoch, state.best_epoch, config.patience):
                 if ranks.main:
                     tqdm.write(f"early stop: no better validation accuracy for {config.patience} epochs", file=sys.stderr)
                 break
+            began = time.perf_counter()
             losses = train_epoch(state, config, x_train, y_train, ranks, turns).cpu().tolist()  # one device sync per epoch
+            trained = time.perf_counter() - began
             if not all(math.isfinite(v) for v in losses):
                 raise UserError(
                     f"the training loss became NaN/infinite in epoch {state.epoch + 1}; try a smaller --lr. "
@@ -2048,18 +2105,22 @@ def fit(
             val_acc = validate(state.final, x_val, y_val, device, ranks, state.amp)
             now = time.perf_counter()
             improved = state.record(losses, val_acc, round(now - started, 2), len(y_val))
-            if config.budget:
-                if not (state.epoch == 1 and config.compile):  # the first epoch of a compiled run also compiled
-                    per_epoch = now - mark  # training, validation and the last epoch's saving
-                epochs = replan_epochs(config, state, now - started, per_epoch, ranks)
-                if epochs < config.epochs:
-                    if ranks.main:
-                        tqdm.write(
-                            f"--budget={config.budget:g}: epochs take {per_epoch:.1f} s here, so {epochs} epochs in all", file=sys.stderr
-                        )
-                    config = dataclasses.replace(config, epochs=epochs)
-                    saving.train_config, state.history["config"]["epochs"] = config, epochs
-                    state.set_total_steps(state.step + (epochs - state.epoch) * steps_per_epoch)
+            if config.budget and state.epoch < config.epochs:
+                if not (state.epoch == first and config.compile):
+                    timing = (trained / len(losses), now - mark - trained)  # the validation and the last epoch's saving
+                if timing is not None:
+                    seconds_left = config.budget_share * config.budget - (now - started)
+                    steps = replan_steps(config, state, seconds_left, timing, steps_per_epoch, ranks)
+                    if steps != config.planned_steps:
+                        epochs = state.epoch + math.ceil((steps - state.step) / steps_per_epoch)
+                        if ranks.main and epochs != config.epochs:
+                            per_epoch = timing[0] * steps_per_epoch + timing[1]
+                            say = f"epochs take {per_epoch:.1f} s here, so {steps / steps_per_epoch:.1f} epochs in all"
+                            tqdm.write(f"--budget={config.budget:g}: {say}", file=sys.stderr)
+                        config = dataclasses.replace(config, epochs=epochs, planned_steps=steps)
+                        saving.train_config = config
+                        state.history["config"].update(epochs=epochs, planned_steps=steps)
+                        state.set_total_steps(steps)
             if ranks.main:
                 try:
                     save_epoch(state, saving, run_dir, improved)

@@ -46,8 +46,8 @@ MUTATIONS = [
     ),
     (
         "budget: share ignored",
-        "[float((config.budget_share * config.budget - spent) // epoch)",
-        "[float((config.budget - spent) // epoch)",
+        "steps = fitting_steps(config.budget_share * config.budget - spent, step, overhead, steps_per_epoch)",
+        "steps = fitting_steps(config.budget - spent, step, overhead, steps_per_epoch)",
         "tests/test_resume.py -k budget_plans",
     ),
     # checkpoint loading
@@ -189,12 +189,42 @@ MUTATIONS = [
         "once = 0.0",
         "tests/test_resume.py -k budget",
     ),
-    ("budget: below one epoch trains anyway", "if epochs < 1:", "if False:", "tests/test_resume.py -k budget"),
+    ("budget: below one epoch trains anyway", "if steps < steps_per_epoch:", "if False:", "tests/test_resume.py -k budget"),
     (
         "budget: no re-check after an epoch",
-        "epochs = replan_epochs(config, state, now - started, per_epoch, ranks)",
-        "epochs = config.epochs",
+        "steps = replan_steps(config, state, seconds_left, timing, steps_per_epoch, ranks)",
+        "steps = config.planned_steps",
         "tests/test_resume.py -k budget",
+    ),
+    (
+        "budget: the last epoch runs whole",
+        "batches = list(zip(starts, [*starts[1:], len(order)]))[: None if config.planned_steps is None else config.planned_steps - state.step]",
+        "batches = list(zip(starts, [*starts[1:], len(order)]))",
+        "tests/test_resume.py -k budget",
+    ),
+    (
+        "budget: plans whole epochs",
+        "return whole * steps_per_epoch + max(0, int(rest // max(step, 1e-9)))",
+        "return whole * steps_per_epoch",
+        "tests/test_resume.py -k budget",
+    ),
+    (
+        "budget: a resumed run forgets its plan",
+        "total_steps = config.planned_steps or done[0] + (config.epochs - done[1]) * steps_per_epoch",
+        "total_steps = done[0] + (config.epochs - done[1]) * steps_per_epoch",
+        "tests/test_resume.py -k budget",
+    ),
+    (
+        "predict: folding draws initial weights from the run's random stream",
+        "layers[i] = nn.utils.skip_init(",
+        "layers[i] = (lambda cls, *a, device, **k: cls(*a, **k).to(device))(",
+        "tests/test_compat.py -k pinned",
+    ),
+    (
+        "predict: batch norm folded without its shift",
+        "layers[i].bias.copy_((bias - norm.running_mean) * scale + norm.bias)",
+        "layers[i].bias.copy_(bias - norm.running_mean * scale)",
+        "tests/test_model.py -k folding",
     ),
     (
         "devices: bf16 on every GPU",

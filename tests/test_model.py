@@ -85,3 +85,36 @@ def test_p4_model_trains_and_rebuilds_from_its_config():
     clone.load_state_dict(model.state_dict())
     assert torch.equal(model.eval()(x), clone.eval()(x))
     assert sum(isinstance(m, ft.P4Conv) for m in model.modules()) == 4
+
+
+def test_max_pool_without_gradients_gives_the_numbers_of_pytorchs_and_training_keeps_its_kernel(monkeypatch):
+    pool = ft.MaxPool()
+    for side in (28, 14, 7, 3):  # odd sides drop their last row and column, as max_pool2d does
+        x = torch.randn(2, 5, side, side)
+        with torch.no_grad():
+            assert torch.equal(pool(x), torch.nn.functional.max_pool2d(x, 2))
+    calls = []
+    monkeypatch.setattr(ft.F, "max_pool2d", lambda x, k: calls.append(k) or torch.nn.functional.avg_pool2d(x, k))
+    pool(torch.randn(2, 5, 8, 8, requires_grad=True)).sum().backward()
+    assert calls == [2]  # the strided halves' backward is slower than the kernel's (docs/research.md)
+
+
+def _trained_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with batch-norm statistics and affine weights unlike a fresh one's, as training leaves them."""
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(-2, 2), m.bias.data.uniform_(-1, 1)
+    return model.eval()
+
+
+def test_folding_batch_norm_into_the_convolutions_keeps_the_predictions():
+    for config in (dataclasses.replace(P4, input_shape=(1, 28, 28), num_classes=10), ft.ModelConfig(input_shape=(3, 32, 32))):
+        model = _trained_statistics(ft.build_model(config))
+        folded = ft.fold_batch_norm(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the trained model is left as it was
+        x = torch.rand(6, *config.input_shape)
+        with torch.no_grad():
+            assert torch.allclose(folded(x), model(x), atol=1e-4, rtol=1e-4)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -254,17 +255,24 @@ class FakeClock:
         monkeypatch.setattr(torch, "compile", compiled)
 
 
+def finished_schedule(run: Path) -> tuple[int, int]:
+    """The steps the run's schedule took and the steps it was set to end after."""
+    scheduler = torch.load(run / "last.pt", weights_only=True)["resume"]["scheduler"]
+    return scheduler["last_epoch"], scheduler["total_steps"]
+
+
 @pytest.mark.parametrize(("batch_size", "compile"), [(64, False), (64, True), (32, False)])
-def test_budget_runs_end_within_the_budget(cli, tiny_data, tmp_path, monkeypatch, batch_size, compile):
+def test_budget_runs_end_at_the_budget(cli, tiny_data, tmp_path, monkeypatch, batch_size, compile):
     # 190 images: 3 steps an epoch at 64 (the probe can time only 3 steps, not 8), 6 at 32
     clock = FakeClock(monkeypatch, per_step=1.0, compile=10.0 if compile else 0.0)
     flags = ["--compile"] if compile else []
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", f"--batch_size={batch_size}", *flags)
     assert code == 0, err
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert clock.now <= 40 * 1.05 and history["epochs"][-1]["seconds"] <= 40 * 1.05
-    assert len(history["epochs"]) == history["config"]["epochs"] >= 2  # and it used the budget, not a token part of it
-    assert f"so {history['config']['epochs']} epochs" in err and "epochs in all" not in err  # the first plan held
+    assert 40 * 0.9 <= clock.now <= 40 * 1.05 and history["epochs"][-1]["seconds"] <= 40 * 1.05  # all of it, not more
+    assert len(history["epochs"]) == history["config"]["epochs"] >= 2
+    assert finished_schedule(tmp_path / "run") == (history["epochs"][-1]["step"], history["config"]["planned_steps"])
+    assert not compile or "epochs in all" not in err  # the plan counted the compiling: no epoch had to be cut
 
 
 def test_budget_cuts_the_plan_short_when_the_real_epochs_are_slower(cli, tiny_data, tmp_path, monkeypatch):
@@ -272,19 +280,30 @@ def test_budget_cuts_the_plan_short_when_the_real_epochs_are_slower(cli, tiny_da
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
     assert code == 0, err
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert "so 9 epochs" in err and "epochs in all" in err
-    assert clock.now <= 40 * 1.05 and len(history["epochs"]) == history["config"]["epochs"] < 9
-    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["resume"]["scheduler"]
-    assert last["last_epoch"] == last["total_steps"] == 3 * len(history["epochs"])  # the schedule refitted, and finished
+    assert "so 9.0 epochs" in err and "epochs take 6.0 s here, so 5.3 epochs in all" in err
+    assert 40 * 0.9 <= clock.now <= 40 * 1.05 and len(history["epochs"]) == history["config"]["epochs"] == 6
+    assert finished_schedule(tmp_path / "run") == (16, 16)  # the schedule refitted, and finished
+
+
+def test_budget_stretches_the_plan_when_the_real_epochs_are_faster(cli, tiny_data, tmp_path, monkeypatch):
+    # the plan counts 0.55 s of validation and saving an epoch; here they take no time, so more steps fit than planned
+    clock = FakeClock(monkeypatch, per_step=1.0)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
+    assert code == 0, err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert "so 9.0 epochs" in err and "so 10.7 epochs in all" in err
+    assert [e["step"] for e in history["epochs"]][-2:] == [30, 32]  # the last epoch stops after 2 of its 3 steps
+    assert 40 * 0.9 <= clock.now <= 40 * 1.05 and finished_schedule(tmp_path / "run") == (32, 32)
 
 
 def test_budget_plans_from_the_steps_it_timed(cli, tiny_data, tmp_path, monkeypatch):
     FakeClock(monkeypatch, per_step=1.0)
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=46", "--batch_size=64")
     assert code == 0, err
-    # 6 s of probing (3 + 3 steps), then epochs of 3 steps + validation + saving: 3.55 s; 0.97 × 46 - 6 = 38.6 s: 10 epochs
-    # (planning into all 46 s would give 11 and overrun by the start-up and the last save)
-    assert "about 3.6 s an epoch here, so 10 epochs" in err
+    # 6 s of probing (3 + 3 steps), then epochs of 3 steps + validation + saving: 3.55 s; 0.97 × 46 - 6 = 38.6 s: 10
+    # epochs (35.5 s) and 2 steps of an 11th (3.1 s left, 0.55 s of them its validation): 10.7 epochs (planning into
+    # all 46 s would give 11.0 and overrun by the start-up and the last save)
+    assert "about 3.6 s an epoch here, so 10.7 epochs" in err
 
 
 def test_a_budget_below_one_epoch_is_said(cli, tiny_data, monkeypatch):
@@ -308,7 +327,7 @@ def test_a_fast_device_trains_at_most_four_times_the_datasets_epochs_on_a_budget
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=1000", "--batch_size=32")
     assert code == 130, err
     epochs = ft.TrainConfig().budget_most_epochs * ft.DATASETS["corruptedmnist"].epochs
-    assert f"so {epochs} epochs (the most a budget trains" in err
+    assert f"so {epochs:.1f} epochs (the most a budget trains" in err
 
 
 def test_budget_and_resume_keep_the_plan(cli, tiny_data, tmp_path, monkeypatch):
@@ -319,3 +338,15 @@ def test_budget_and_resume_keep_the_plan(cli, tiny_data, tmp_path, monkeypatch):
     assert_one_line_error(code, err, "finished run", exit_code=3)  # the same command: the plan is not redone
     assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--budget=10", "--epochs=3")[::2], "--budget", exit_code=2)
     assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--budget=0")[::2], "--budget", exit_code=2)
+
+
+def test_a_killed_budget_run_resumes_to_the_end_of_its_plan(cli, tiny_data, tmp_path, monkeypatch):
+    FakeClock(monkeypatch, per_step=1.0)
+    real = ctrl_c_at_step(monkeypatch, 6 + 14)  # after the probe's 6 steps, 2 steps into epoch 5 (3 steps an epoch)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
+    assert code == 130 and "holds epoch 4" in err, err
+    monkeypatch.setattr(ft, "update_ema", real)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
+    assert code == 0 and "an epoch here" not in err, err  # the saved plan is continued, not made again
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [e["step"] for e in history["epochs"]][-2:] == [30, 32] and finished_schedule(tmp_path / "run") == (32, 32)
