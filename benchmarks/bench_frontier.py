@@ -100,7 +100,7 @@ def main() -> None:
                     "precision": precision,
                     "factor": factor,
                     "budget": budget,
-                    "epochs": len(history["epochs"]),
+                    "epochs": history["epochs"][-1]["step"] / history["epochs"][0]["step"],  # the last may stop part-way
                     "train_seconds": history["epochs"][-1]["seconds"],
                     "test_accuracy": test_accuracy(result),
                     "single_view": test_accuracy(single),
@@ -128,7 +128,7 @@ def report(results: dict, plot: Path | None) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results["runs"]:
         print(
-            f"| `--budget={r['budget']}` {r['precision']} ({r['factor']:g}×) | {r['epochs']} | {r['train_seconds']:.0f} | "
+            f"| `--budget={r['budget']}` {r['precision']} ({r['factor']:g}×) | {r['epochs']:.1f} | {r['train_seconds']:.0f} | "
             f"{r['train_seconds'] / ref['train_seconds']:.2f} | {100 * r['test_accuracy']:.2f} % | {100 * r['single_view']:.2f} % | "
             f"{r['evaluate_seconds']:.1f} / {r['evaluate_single_seconds']:.1f} |"
         )
