@@ -1498,7 +1498,7 @@ class TrainConfig:
     warmup_share: float = 0.25  # of the one-cycle schedule's steps spent rising to --lr
     ema_warmup: float = 10.0  # the moving average's decay ramps as (1 + step) / (ema_warmup + step): short runs average recent steps
     batch_norm_images: int = 2048  # training images the batch-norm statistics are re-measured on before each validation
-    budget_share: float = 0.97  # --budget plans its epochs into this share of its seconds (start-up and the last save take the rest)
+    budget_share: float = 0.97  # --budget plans its steps into this share of its seconds (start-up and the last save take the rest)
     probe_steps: tuple[int, int] = (3, 8)  # --budget times this many warm-up steps, then this many steps it measures
     budget_most_epochs: int = 4  # --budget trains at most this many times the dataset's epochs: beyond, a fast GPU only overfits
     planned_steps: int | None = None  # the steps a --budget run plans in all (its last epoch stops there); None: whole epochs
