@@ -2006,7 +2006,24 @@ def plot_training_curve(history: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def save_epoch(state: TrainingState, saving: Checkpoint, run_dir: Path, improved: bool) -> None:
+class CurveRedraws:
+    """When training_curve.png is redrawn: after every epoch, unless that would spend more than a tenth of the run on
+    drawing (a drawing takes 0.2-0.3 s here, an epoch of tiny data or on a fast GPU less than that); always at the end."""
+
+    def __init__(self):
+        self.next_at, self.epoch = 0.0, 0
+
+    def draw(self, history: dict, path: Path, final: bool = False) -> None:
+        """Redraw the curve if it is due (or `final` and not yet showing the last epoch)."""
+        epoch = len(history["epochs"])
+        if epoch == self.epoch or not (final or time.perf_counter() >= self.next_at):
+            return
+        began = time.perf_counter()
+        plot_training_curve(history, path)
+        self.next_at, self.epoch = began + 10 * (time.perf_counter() - began), epoch
+
+
+def save_epoch(state: TrainingState, saving: Checkpoint, run_dir: Path, improved: bool, curve: CurveRedraws) -> None:
     """Write last.pt (the training state; the one before it kept as last.prev.pt), then best.pt when improved, so best.pt
     never holds an epoch that last.pt does not continue; then history.json and the curve; print the epoch's line."""
     last = state.history["epochs"][-1]
@@ -2017,8 +2034,8 @@ def save_epoch(state: TrainingState, saving: Checkpoint, run_dir: Path, improved
     if improved:
         best.save(run_dir / "best.pt")
     write_atomic(json.dumps(state.history, indent=1).encode(), run_dir / "history.json")
-    plot_training_curve(state.history, run_dir / "training_curve.png")  # every epoch, so a running run can be looked at
     epochs = saving.train_config.epochs
+    curve.draw(state.history, run_dir / "training_curve.png", final=state.epoch == epochs)  # a running run can be looked at
     tqdm.write(
         f"epoch {state.epoch}/{epochs}: train loss {last['train_loss']:.4f}, val accuracy {100 * last['val_accuracy']:.2f}%, "
         f"{last['seconds']:.0f}s",
@@ -2087,6 +2104,7 @@ def fit(
     started = (clock_started if resume is None else time.perf_counter()) - state.seconds_so_far()
     saved, mark = state.epoch, time.perf_counter()
     first = state.epoch + 1  # this process's first epoch, which also compiles a --compile model
+    curve = CurveRedraws()
     try:
         while state.epoch < config.epochs:
             if stopped_early(state.epoch, state.best_epoch, config.patience):
@@ -2123,7 +2141,7 @@ def fit(
                         state.set_total_steps(steps)
             if ranks.main:
                 try:
-                    save_epoch(state, saving, run_dir, improved)
+                    save_epoch(state, saving, run_dir, improved, curve)
                 except WriteFailed as exc:
                     kept = f"{run_dir / 'last.pt'} still holds epoch {saved}" if saved else "no epoch is saved yet"
                     raise WriteFailed(f"{exc} ({kept})") from exc
@@ -2132,6 +2150,8 @@ def fit(
     except KeyboardInterrupt:
         where = f"{run_dir / 'last.pt'} holds epoch {saved}" if saved else "no epoch had finished"
         raise Interrupted(f"interrupted; {where}; resume with: python fashion_trainer.py train --resume={run_dir / 'last.pt'}") from None
+    if ranks.main:
+        curve.draw(state.history, run_dir / "training_curve.png", final=True)  # after an early stop, say
     chosen = [e["val_accuracy"] for e in state.history["epochs"] if e["epoch"] == state.best_epoch]
     state.history["best"] = {"epoch": state.best_epoch, "val_accuracy": chosen[0] if chosen else state.best_acc}
     return state.history

@@ -221,6 +221,24 @@ MUTATIONS = [
         "tests/test_compat.py -k pinned",
     ),
     (
+        "curve: not drawn after an early stop",
+        'curve.draw(state.history, run_dir / "training_curve.png", final=True)  # after an early stop, say',
+        "pass",
+        "tests/test_training.py -k early_stopping",
+    ),
+    (
+        "curve: the last epoch left undrawn",
+        "if epoch == self.epoch or not (final or time.perf_counter() >= self.next_at):",
+        "if epoch == self.epoch or not time.perf_counter() >= self.next_at:",
+        "tests/test_training.py -k curve",
+    ),
+    (
+        "curve: drawn after every epoch whatever it costs",
+        "self.next_at, self.epoch = began + 10 * (time.perf_counter() - began), epoch",
+        "self.next_at, self.epoch = began, epoch",
+        "tests/test_training.py -k curve",
+    ),
+    (
         "predict: batch norm folded without its shift",
         "layers[i].bias.copy_((bias - norm.running_mean) * scale + norm.bias)",
         "layers[i].bias.copy_(bias - norm.running_mean * scale)",

@@ -204,7 +204,7 @@ def test_a_colab_user_across_updates_settings_and_the_python_habit(colab, origin
     assert "WARNING: this runtime has no GPU" in text and "Runtime > Change runtime type" in text
     assert "run folder: checkpoints/corruptedmnist-batch_size16" in text
     assert "epoch 10/10:" in text and "--epochs" not in text  # the dataset's default number of epochs
-    assert images_in(nb.cells[5]) == 1 and runtime.redraws >= 9  # the curve, redrawn in place as epochs finish
+    assert images_in(nb.cells[5]) == 1 and runtime.redraws >= 1  # the curve, redrawn in place (tiny epochs: not each one)
     assert "Test accuracy:" in text and "/40)" in text and images_in(nb.cells[6]) >= 2  # curve and confusion
     run = tmp_path / "drive" / "MyDrive" / "fashion_trainer" / "checkpoints" / "corruptedmnist-batch_size16"
     assert (run / "best_misclassified.png").is_file() or "gets every test image right" in text

@@ -81,6 +81,8 @@ def test_a_large_batch_short_run_is_validated_with_its_own_batch_statistics(cli,
 def test_early_stopping_keeps_the_best_checkpoint(cli, tiny_data, tmp_path, monkeypatch):
     scores = iter([0.5, 0.9, 0.6, 0.6, 0.6, 0.95])
     monkeypatch.setattr(ft, "validate", lambda *a, **k: next(scores))
+    drawn, draw = [], ft.plot_training_curve
+    monkeypatch.setattr(ft, "plot_training_curve", lambda history, path: drawn.append(len(history["epochs"])) or draw(history, path))
     code, out, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=6", "--patience=2", "--batch_size=64")
     assert code == 0, err
     history = json.loads((tmp_path / "run" / "history.json").read_text())
@@ -90,6 +92,27 @@ def test_early_stopping_keeps_the_best_checkpoint(cli, tiny_data, tmp_path, monk
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert best["metrics"]["epoch"] == 2 and best["metrics"]["val_accuracy"] == 0.9 and last["metrics"]["epoch"] == 4
     assert "epoch 2" in out and "90.00%" in out
+    assert drawn[-1] == 4  # the curve shows the epoch it stopped after
+
+
+def test_the_curve_is_redrawn_every_epoch_unless_drawing_would_take_a_tenth_of_the_run(monkeypatch, tmp_path):
+    clock, drawn = [0.0], []
+
+    def plot(history, path):
+        drawn.append(len(history["epochs"]))
+        clock[0] += 0.3  # a drawing's seconds
+
+    monkeypatch.setattr(ft.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(ft, "plot_training_curve", plot)
+    for epoch_seconds, expected in ((5.0, list(range(1, 11))), (0.5, [1, 7, 10])):
+        drawn.clear()
+        curve, history = ft.CurveRedraws(), {"epochs": []}
+        for epoch in range(1, 11):
+            history["epochs"].append({})
+            clock[0] += epoch_seconds
+            curve.draw(history, tmp_path / "curve.png", final=epoch == 10)
+        curve.draw(history, tmp_path / "curve.png", final=True)  # the end of the run: already drawn
+        assert drawn == expected  # short epochs: a drawing when 3 s (10 drawings) have passed, and the last epoch's
 
 
 def test_scores_within_one_standard_error_are_a_tie_that_the_later_epoch_wins(cli, tiny_data, tmp_path, monkeypatch):
