@@ -1879,6 +1879,11 @@ def fitting_steps(seconds: float, step: float, overhead: float, steps_per_epoch:
     return whole * steps_per_epoch + max(0, int(rest // max(step, 1e-9)))
 
 
+def budget_most_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The most steps a --budget run plans, however fast the device (TrainConfig.budget_most_epochs)."""
+    return config.budget_most_epochs * DATASETS[config.dataset].epochs * steps_per_epoch
+
+
 def plan_steps(
     config: TrainConfig,
     net_config: ModelConfig,
@@ -1906,7 +1911,7 @@ def plan_steps(
     steps_per_epoch = len(batch_starts(len(x_train), bs, ranks.world))
     overhead = step * n_val / bs / 3 / ranks.world + 0.5  # validation (forward only) and saving
     spent = time.perf_counter() - started + once
-    most = config.budget_most_epochs * DATASETS[config.dataset].epochs * steps_per_epoch
+    most = budget_most_steps(config, steps_per_epoch)
     steps = fitting_steps(config.budget_share * config.budget - spent, step, overhead, steps_per_epoch)
     steps, step, overhead, spent = from_rank0([float(steps), step, overhead, spent], device, ranks)
     epoch = steps_per_epoch * step + overhead
@@ -1929,8 +1934,7 @@ def replan_steps(
 ) -> int:
     """The steps in all that fit into --budget, after this epoch, from the seconds steps and epochs really take here
     (validation, saving and the other processes included): the plan grows or shrinks to end at the budget."""
-    most = config.budget_most_epochs * DATASETS[config.dataset].epochs * steps_per_epoch
-    steps = min(state.step + fitting_steps(seconds_left, *timing, steps_per_epoch), most)
+    steps = min(state.step + fitting_steps(seconds_left, *timing, steps_per_epoch), budget_most_steps(config, steps_per_epoch))
     return int(from_rank0([float(steps)], state.device, ranks)[0])
 
 
