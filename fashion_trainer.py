@@ -1255,8 +1255,8 @@ def fold_batch_norm(model: nn.Sequential) -> nn.Sequential:
             weight = conv.weight if isinstance(conv, nn.Conv2d) else conv.weight.reshape(-1)[conv.index]
             bias = conv.bias if getattr(conv, "bias", None) is not None else torch.zeros_like(norm.running_mean)
             scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-            # skip_init: drawing initial weights would move the global random stream, and with it a run's dropout
-            layers[i] = nn.utils.skip_init(nn.Conv2d, weight.shape[1], weight.shape[0], weight.shape[2:], padding=1, device=weight.device)
+            with torch.random.fork_rng(devices=[]):  # its initial weights must not move the run's random stream (dropout)
+                layers[i] = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2:], padding=1).to(weight.device)
             layers[i].weight.copy_(weight * scale.view(-1, 1, 1, 1))
             layers[i].bias.copy_((bias - norm.running_mean) * scale + norm.bias)
             layers[i + 1] = nn.Identity()
