@@ -221,6 +221,18 @@ MUTATIONS = [
         "tests/test_compat.py -k pinned",
     ),
     (
+        "lr: the convolutions start alike at any --lr",
+        "init_scale=net_config.init_scale * relative",
+        "init_scale=net_config.init_scale",
+        "tests/test_training.py -k another_lr",
+    ),
+    (
+        "lr: the decay per step follows --lr",
+        "weight_decay=config.weight_decay / relative",
+        "weight_decay=config.weight_decay",
+        "tests/test_training.py -k another_lr",
+    ),
+    (
         "curve: not drawn after an early stop",
         'curve.draw(state.history, run_dir / "training_curve.png", final=True)  # after an early stop, say',
         "pass",

@@ -323,12 +323,12 @@ def test_sigterm_stops_like_ctrl_c(cli, tiny_data, monkeypatch):
 # ----------------------------------------------------------------------------- the three calls of a training step
 
 
-def _one_batch_state(lr: float = 3e-3):
+def _one_batch_state():
     """A TrainingState over 64 easy images taken as one batch per epoch, without dropout or augmentation, and the data."""
     labels = np.arange(64) % 10
     x = torch.from_numpy(digit_images(labels)).float().div(255).unsqueeze(1)
     y = torch.from_numpy(labels)
-    config = dataclasses.replace(ft.TrainConfig(augment=False, batch_size=64, lr=lr, precision="fp32").resolved(), epochs=2, ema=0.0)
+    config = dataclasses.replace(ft.TrainConfig(augment=False, batch_size=64, precision="fp32").resolved(), epochs=2, ema=0.0)
     net = ft.ModelConfig(input_shape=(1, 28, 28), num_classes=10, mean=(0.1,), std=(0.3,), dropout=0.0)
     return ft.TrainingState(config, net, torch.device("cpu"), 2, ft.Ranks()), config, x, y
 
@@ -341,7 +341,8 @@ def _gradients_at_each_step(state) -> list:
 
 
 def test_our_step_starts_every_batch_from_zero_gradients():
-    state, config, x, y = _one_batch_state(lr=1e-12)  # the weights stay put: the same batch gives the same gradient
+    state, config, x, y = _one_batch_state()
+    state.schedule = torch.optim.lr_scheduler.LambdaLR(state.optimizer, lambda _: 0.0)  # weights stay put: same batch, same gradient
     seen = _gradients_at_each_step(state)
     for _ in range(2):
         ft.train_epoch(state, config, x, y, ft.Ranks())
@@ -435,6 +436,24 @@ def test_a_damaged_last_pt_falls_back_to_the_state_before_it(cli, tiny_data, tmp
 def test_an_lr_far_from_the_recipes_is_noted_once_and_still_trains(cli, tiny_data):
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=low", "--epochs=1", "--lr=1e-4")
     assert code == 0, err
-    assert err.count("note: --lr=0.0001 is 30× below the 0.003 this recipe's schedule") == 1
+    assert err.count("note: --lr=0.0001 is 30× below the 0.003 this recipe was measured with") == 1
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=usual", "--epochs=1", "--lr=1e-3")
     assert code == 0 and "note: --lr" not in err
+
+
+def test_another_lr_starts_and_decays_the_convolutions_in_proportion_to_it():
+    """Batch norm makes a convolution blind to its weights' scale, so a step turns it by lr / |w|: at 1/30 of the recipe's
+    --lr the convolutions start 30× smaller (the same random draw) and each step decays the same share of them."""
+    net = dataclasses.replace(ft.P4_CNN, input_shape=(1, 28, 28), num_classes=10)
+    states = {}
+    for lr in (ft.RECIPE_LR, ft.RECIPE_LR / 30):
+        torch.manual_seed(0)
+        config = dataclasses.replace(ft.TrainConfig(lr=lr).resolved(), epochs=1)
+        states[lr] = ft.TrainingState(config, net, torch.device("cpu"), 10, ft.Ranks())
+    usual, low = (dict(states[lr].model.named_parameters()) for lr in states)
+    convs = [name for name, m in states[ft.RECIPE_LR].model.named_modules() if isinstance(m, ft.P4Conv)]
+    assert len(convs) == 5 and all(torch.allclose(low[f"{c}.weight"] * 30, usual[f"{c}.weight"]) for c in convs)
+    others = [name for name in usual if name.rsplit(".", 1)[0] not in convs]  # batch norm, the linear layers: as they were
+    assert len(others) == 15 and all(torch.equal(low[name], usual[name]) for name in others)
+    decay = [s.optimizer.param_groups[0]["weight_decay"] * s.optimizer.param_groups[0]["lr"] for s in states.values()]
+    assert decay[0] == pytest.approx(decay[1])
