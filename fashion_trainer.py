@@ -1244,6 +1244,11 @@ def build_model(arch: ModelConfig) -> nn.Sequential:
     return model
 
 
+def batch_normed(model: nn.Sequential) -> list[nn.Module]:
+    """The layers a batch norm follows: blind to the scale of their weights."""
+    return [layer for layer, norm in itertools.pairwise(model) if isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d))]
+
+
 @torch.no_grad()
 def fold_batch_norm(model: nn.Sequential) -> nn.Sequential:
     """A copy of an evaluated network for prediction alone, each convolution's batch norm folded into its weights and a
@@ -1617,10 +1622,13 @@ class TrainingState:
     def __init__(self, config: TrainConfig, net_config: ModelConfig, device: torch.device, total_steps: int, ranks: Ranks):
         self.device, self.seed, self.use = device, config.seed, DeviceUse.of(device)
         self.memory_format = torch.channels_last if self.use.channels_last else torch.contiguous_format
-        # Batch norm makes a convolution blind to its weights' scale, so a step moves it by lr / |w|: weights that start in
-        # proportion to --lr and lose the recipe's share per step turn alike at any --lr (1e-4: 98.60 -> 98.79 %, docs/research.md)
+        self.model = build_model(net_config)
+        # Batch norm makes the layers before it blind to their weights' scale, so a step turns them by lr / |w|: weights
+        # that start in proportion to --lr and lose the recipe's share per step turn alike at any --lr (docs/research.md)
         relative = config.lr / RECIPE_LR
-        self.model = build_model(dataclasses.replace(net_config, init_scale=net_config.init_scale * relative))
+        with torch.no_grad():
+            for layer in batch_normed(self.model):
+                layer.weight.mul_(relative)
         self.model = self.model.to(device, memory_format=self.memory_format)
         ddp = self.model if ranks.world == 1 else nn.parallel.DistributedDataParallel(self.model, device_ids=_ddp_ids(device))
         self.net = torch.compile(ddp) if config.compile else ddp  # what the training steps call
@@ -2186,8 +2194,8 @@ def train(resume: str | bool | None = None, **flags) -> None:
     if not RECIPE_LR / 10 <= config.lr <= RECIPE_LR * 10 and Ranks.launched().main:
         far = f"{RECIPE_LR / config.lr:.0f}× below" if config.lr < RECIPE_LR else f"{config.lr / RECIPE_LR:.0f}× above"
         print(
-            f"note: --lr={config.lr:g} is {far} the {RECIPE_LR:g} this recipe was measured with; the convolutions' starting "
-            "weights and decay follow it, but expect a little less accuracy in the same epochs (README, Results)",
+            f"note: --lr={config.lr:g} is {far} the {RECIPE_LR:g} this recipe was measured with; the batch-normed layers' "
+            "starting weights and decay follow it, but expect a little less accuracy in the same epochs (README, Results)",
             file=sys.stderr,
         )
     data = load_data(config.dataset, config.data_dir)

@@ -221,9 +221,15 @@ MUTATIONS = [
         "tests/test_compat.py -k pinned",
     ),
     (
-        "lr: the convolutions start alike at any --lr",
-        "init_scale=net_config.init_scale * relative",
-        "init_scale=net_config.init_scale",
+        "lr: the batch-normed layers start alike at any --lr",
+        "layer.weight.mul_(relative)",
+        "pass",
+        "tests/test_training.py -k another_lr",
+    ),
+    (
+        "lr: the hidden layer keeps its scale",
+        "isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d))",
+        "isinstance(norm, nn.BatchNorm2d)",
         "tests/test_training.py -k another_lr",
     ),
     (

@@ -441,9 +441,10 @@ def test_an_lr_far_from_the_recipes_is_noted_once_and_still_trains(cli, tiny_dat
     assert code == 0 and "note: --lr" not in err
 
 
-def test_another_lr_starts_and_decays_the_convolutions_in_proportion_to_it():
-    """Batch norm makes a convolution blind to its weights' scale, so a step turns it by lr / |w|: at 1/30 of the recipe's
-    --lr the convolutions start 30× smaller (the same random draw) and each step decays the same share of them."""
+def test_another_lr_starts_and_decays_the_batch_normed_layers_in_proportion_to_it():
+    """Batch norm makes the layers before it blind to their weights' scale, so a step turns them by lr / |w|: at 1/30 of
+    the recipe's --lr the convolutions and the hidden layer start 30× smaller (the same random draw) and each step decays
+    the same share of them."""
     net = dataclasses.replace(ft.P4_CNN, input_shape=(1, 28, 28), num_classes=10)
     states = {}
     for lr in (ft.RECIPE_LR, ft.RECIPE_LR / 30):
@@ -451,9 +452,14 @@ def test_another_lr_starts_and_decays_the_convolutions_in_proportion_to_it():
         config = dataclasses.replace(ft.TrainConfig(lr=lr).resolved(), epochs=1)
         states[lr] = ft.TrainingState(config, net, torch.device("cpu"), 10, ft.Ranks())
     usual, low = (dict(states[lr].model.named_parameters()) for lr in states)
-    convs = [name for name, m in states[ft.RECIPE_LR].model.named_modules() if isinstance(m, ft.P4Conv)]
-    assert len(convs) == 5 and all(torch.allclose(low[f"{c}.weight"] * 30, usual[f"{c}.weight"]) for c in convs)
-    others = [name for name in usual if name.rsplit(".", 1)[0] not in convs]  # batch norm, the linear layers: as they were
-    assert len(others) == 15 and all(torch.equal(low[name], usual[name]) for name in others)
+    model = states[ft.RECIPE_LR].model
+    scaled = [
+        f"{name}.weight"
+        for name, m in model.named_modules()
+        if isinstance(m, ft.P4Conv) or (isinstance(m, torch.nn.Linear) and m.bias is None)
+    ]
+    assert len(scaled) == 6 and all(torch.allclose(low[name] * 30, usual[name]) for name in scaled)
+    others = [name for name in usual if name not in scaled]  # batch norm, the classifier: as they were
+    assert len(others) == 14 and all(torch.equal(low[name], usual[name]) for name in others)
     decay = [s.optimizer.param_groups[0]["weight_decay"] * s.optimizer.param_groups[0]["lr"] for s in states.values()]
     assert decay[0] == pytest.approx(decay[1])
