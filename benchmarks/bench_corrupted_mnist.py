@@ -132,13 +132,19 @@ def machine() -> str:
     return f"{name} ({bf16} native bf16), {torch.get_num_threads()} threads, torch {torch.__version__}, no GPU used"
 
 
+def mnist_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The flags of every benchmark that builds its data from MNIST: --mnist (the real files) and --out (its JSON)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--mnist", default=str(ROOT.parent / "shared" / "data" / "mnist"), help="folder of the four MNIST IDX files")
+    parser.add_argument("--out", default=out, help="where the results are written as JSON")
+    return parser
+
+
 def main() -> None:
     """Build the data, run every configuration, print the tables."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mnist", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser = mnist_parser(__doc__, "bench-results.json")
     parser.add_argument("--seeds", default="1,2,3", help="prepare seeds of the per-image builds")
     parser.add_argument("--course_seeds", default="2,3,4,6,11", help="prepare seeds of the course-mode builds")
-    parser.add_argument("--out", default="bench-results.json")
     args = parser.parse_args()
     results: dict = {"machine": machine(), "per_image": {}, "course": {}}
 

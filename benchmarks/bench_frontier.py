@@ -13,7 +13,6 @@ time), then runs `train --budget=...` and `evaluate` as a user would, each in it
 reference as the course's evaluate does. Prints Markdown tables and the machine; writes the JSON and the plot.
 """
 
-import argparse
 import json
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-from bench_corrupted_mnist import cli, machine, test_accuracy, train_reference  # noqa: E402
+from bench_corrupted_mnist import cli, machine, mnist_parser, test_accuracy, train_reference  # noqa: E402
 
 import fashion_trainer as ft  # noqa: E402
 
@@ -71,11 +70,9 @@ def timed_process(*args: str) -> float:
 
 def main() -> None:
     """Build the data, train the reference and the budgets, time evaluate, report."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mnist", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser = mnist_parser(__doc__, "bench-frontier.json")
     parser.add_argument("--seed", type=int, default=4, help="prepare seed of the per-image build")
     parser.add_argument("--factors", default="0.5,1,2,4", help="budgets, as multiples of the reference's 10 epochs")
-    parser.add_argument("--out", default="bench-frontier.json")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "frontier.png"))
     args = parser.parse_args()
     bf16 = ft.autocast_dtype(torch.device("cpu"), "auto") is not None

@@ -7,7 +7,6 @@ It builds per-image data with `prepare --seed=SEED` (never a build the recipe wa
 (bench_corrupted_mnist.py's run_ours). Prints a Markdown table and the machine; writes the JSON.
 """
 
-import argparse
 import json
 import sys
 import tempfile
@@ -15,16 +14,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks")]
-from bench_corrupted_mnist import cli, machine, run_ours  # noqa: E402
+from bench_corrupted_mnist import cli, machine, mnist_parser, run_ours  # noqa: E402
 
 
 def main() -> None:
     """Build the data, train at each --lr, print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mnist", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser = mnist_parser(__doc__, "bench-lr.json")
     parser.add_argument("--seeds", default="1", help="prepare seeds of the per-image builds")
     parser.add_argument("--lrs", default="3e-3,1e-3,1e-4", help="the --lr values to train with")
-    parser.add_argument("--out", default="bench-lr.json")
     args = parser.parse_args()
     results: dict = {"machine": machine(), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
