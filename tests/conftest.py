@@ -12,6 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# pytest-xdist (pyproject's addopts) runs the suite in several workers: each, and every process it starts, gets its
+# share of the cores, because torch threads on more cores than there are spin and slow the whole suite several times.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 import fashion_trainer as ft  # noqa: E402
 

@@ -28,8 +28,20 @@ HERE = PINS["machines"].get(machine())
 same_kernels = pytest.mark.skipif(HERE is None, reason=f"no pinned hashes for {machine()}: run tests/fixtures/record_pins.py")
 
 
+PIN_THREADS = 2  # reductions split by thread, so the bits depend on the count too: pinned with the CI machine's
+
+
+@pytest.fixture
+def pin_threads():
+    """Torch's thread count as the pins were recorded with, whatever the machine or the test worker has."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(PIN_THREADS)
+    yield
+    torch.set_num_threads(before)
+
+
 @same_kernels
-def test_a_tiny_seeded_run_gives_the_pinned_weights(cli, tmp_path):
+def test_a_tiny_seeded_run_gives_the_pinned_weights(cli, tmp_path, pin_threads):
     write_course_npz(tmp_path / "tiny")
     code, _, err = cli("train", "--data_dir=tiny", "--out=same", "--epochs=2", "--batch_size=32", "--precision=fp32")
     assert code == 0, err

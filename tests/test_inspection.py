@@ -63,7 +63,7 @@ def test_show_with_checkpoint_marks_wrong_predictions_in_red(cli, trained, figur
     labels = np.load(data / "test.npz")["labels"][:30]
     shown = [ax.get_title().split(" → ") for ax in panels]
     assert [int(true) for true, _ in shown] == labels.tolist()
-    assert wrong <= 3 and sum(true != predicted for true, predicted in shown) == wrong  # a model that learned, marked truly
+    assert wrong <= 6 and sum(true != predicted for true, predicted in shown) == wrong  # learned (chance: 27 wrong), marked truly
 
 
 def test_mc_dropout_histogram_counts_sum_to_samples(cli, trained, tmp_path, figures):
