@@ -7,26 +7,15 @@ flags at their defaults) and evaluated on its 10k test split; prints a Markdown 
 
 import argparse
 import json
-import platform
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "benchmarks")]
+from bench_corrupted_mnist import cli, machine, test_accuracy  # noqa: E402
+
 FOLDERS = {"mnist": "mnist", "fashionmnist": "fashion-mnist"}
-
-
-def cli(*args: str) -> str:
-    """Run fashion_trainer.py as a user would; returns stdout, stops with its stderr on failure."""
-    env = {**__import__("os").environ, "TQDM_DISABLE": "1"}
-    result = subprocess.run([sys.executable, str(ROOT / "fashion_trainer.py"), *args], capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{result.stderr}")
-    return result.stdout
 
 
 def main() -> None:
@@ -42,11 +31,11 @@ def main() -> None:
             out = Path(tmp) / name
             cli("train", f"--dataset={name}", f"--data_dir={Path(args.shared) / FOLDERS[name]}", f"--out={out}", f"--seed={args.seed}")
             history = json.loads((out / "history.json").read_text())
-            line = cli("evaluate", str(out / "best.pt"), f"--data_dir={Path(args.shared) / FOLDERS[name]}")
-            accuracy = float(re.search(r"([\d.]+)%", line).group(1))
+            line, _ = cli("evaluate", str(out / "best.pt"), f"--data_dir={Path(args.shared) / FOLDERS[name]}")
+            accuracy = 100 * test_accuracy(line)
             rows.append((name, len(history["epochs"]), accuracy, history["epochs"][-1]["seconds"]))
             print(rows[-1], file=sys.stderr, flush=True)
-    print(f"\nMachine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    print(f"\nMachine: {machine()}\n")
     print("| dataset | epochs | test accuracy | training seconds |")
     print("| --- | --- | --- | --- |")
     for name, epochs, accuracy, seconds in rows:
