@@ -12,7 +12,7 @@ mkdir -p "$out"
 export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 nvidia-smi -L
 python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0), 'capability', torch.cuda.get_device_capability(0))"
-timeout 240 python -m pytest -q -m cuda tests/test_devices.py 2>&1 | tee "$out/cuda-tests.txt"
+timeout 240 python -m pytest -q -n 0 -m cuda tests/test_devices.py 2>&1 | tee "$out/cuda-tests.txt"
 python fashion_trainer.py prepare --source="$mnist" --out="$out/corruptedmnist" --force
 for run in "corruptedmnist:--data_dir=$out/corruptedmnist" "fashionmnist:--dataset=fashionmnist --data_dir=$fashion"; do
   name=${run%%:*}
