@@ -1495,7 +1495,7 @@ class TrainConfig:
         "auto", f"{', '.join(PRECISIONS)}; auto: bf16/fp16 autocast where the hardware runs it", choice(*PRECISIONS), "here"
     )
     ema: float = option(0.998, "decay of the moving average of the weights that is validated and saved (0: off)", number(0, 1, False))
-    compile: bool = option(False, "wrap the model in torch.compile (pays off on GPUs for long runs)", _check_bool)
+    compile: bool = option(False, "torch.compile the model: about 40 s to compile, then faster steps", _check_bool)
     budget: float | None = option(None, "seconds of training to fit in: the first steps' speed sets the epochs and the schedule", number(0))
     # Filled in by resolved() and saved, so that a resumed run keeps them even if the dataset's recipe changes later:
     augmentation: Recipe | None = None  # the augmentation recipe in use (None: --augment=False)
