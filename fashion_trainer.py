@@ -88,9 +88,10 @@ class Interrupted(UserError):
 
 
 class RunFinished(UserError):
-    """`train --out=RUN` where RUN already holds a finished run: nothing is overwritten (exit status 3)."""
+    """`train` where the run folder already holds a finished run: nothing is overwritten (exit status 3)."""
 
     exit_code = 3
+    results = ""  # the same said calmly, for `train --if_unfinished`: where the finished run's results are
 
 
 def first_line(exc: BaseException) -> str:
@@ -180,7 +181,7 @@ WRITE_FAULTS = {
     errno.EIO: "the disk or mount stopped answering (input/output error)",
     errno.ENOTCONN: "the mount went away (e.g. Google Drive disconnected)",
     errno.ESTALE: "the mount went away (stale file handle)",
-    errno.ENOENT: "the folder vanished or cannot be created",
+    errno.ENOENT: "the folder is gone (a dropped Google Drive mount leaves an empty folder) or cannot be created",
     errno.ENOTDIR: "a file stands where a folder is needed",
     errno.EEXIST: "a file stands where a folder is needed",
 }
@@ -202,13 +203,16 @@ def sync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def write_atomic(data: bytes, path: Path, previous: Path | None = None) -> Path:
+def write_atomic(data: bytes, path: Path, previous: Path | None = None, make_folder: bool = False) -> Path:
     """Write a file whole or not at all: a synced temporary file renamed into place, removed again if anything fails. With
-    `previous`, the file it replaces is first copied there, so a complete copy of one or the other exists at every moment."""
+    `previous`, the file it replaces is first copied there, so a complete copy of one or the other exists at every moment.
+    Its folder is created only with `make_folder`: a run folder that vanished (a dropped Drive mount leaves an empty
+    folder in its place) must fail the write, not be recreated on the runtime's own disk."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if make_folder:
+                path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -223,6 +227,27 @@ def write_atomic(data: bytes, path: Path, previous: Path | None = None) -> Path:
         raise write_failure(exc, path.parent) from exc
     sync_folder(path.parent)
     return path
+
+
+def open_folder(folder: Path) -> tuple[int, int]:
+    """Create a run folder, once, as its run starts; returns what identifies it (device, inode) for check_still_there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder.stat().st_dev, folder.stat().st_ino
+    except OSError as exc:
+        raise write_failure(exc, folder) from exc
+
+
+def check_still_there(folder: Path, opened: tuple[int, int]) -> None:
+    """Refuse to write into a run folder that is gone or is no longer the one opened: a dropped Google Drive mount leaves
+    an empty folder in its place, and writing on would put the run on the runtime's disk, lost with it."""
+    with contextlib.suppress(OSError):
+        if (folder.stat().st_dev, folder.stat().st_ino) == opened:
+            return
+    raise WriteFailed(
+        f"the run folder {folder} is gone or is another folder now (did the Google Drive mount drop?); nothing was written "
+        "there or elsewhere: once it is back, run the same command again"
+    )
 
 
 def save_torch(obj: object, path: Path, previous: Path | None = None) -> None:
@@ -259,12 +284,12 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Write a figure as PNG, whole or not at all, then close it."""
+def save_figure(fig, path: Path, make_folder: bool = True) -> Path:
+    """Write a figure as PNG, whole or not at all, then close it (into a folder it creates, unless told not to)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     _pyplot().close(fig)
-    return write_atomic(buffer.getvalue(), path)
+    return write_atomic(buffer.getvalue(), path, make_folder=make_folder)
 
 
 # ----------------------------------------------------------------------------- data: readers, finding, downloading, warps, the dataset table
@@ -1056,6 +1081,22 @@ PREPARE_MODES = ("per-image", "course")
 INTERPOLATIONS = ("nearest", "bilinear")
 
 
+def _say_what_is_built(folder: Path, layout: str, plan: dict) -> None:
+    """`prepare --if_missing` where the data exists: one line saying so, and whether it was built with other settings
+    than the command's (changed after the first build, they would otherwise be ignored without a word)."""
+    built = folder / "prepare.json"
+    before = json.loads(built.read_text()) if built.is_file() else plan  # the course's own files: nothing to compare
+    other = [key for key in plan if before.get(key) != plan[key]]
+    if not other:
+        print(f"data: {folder} already holds corrupted MNIST ({layout}); nothing to build")
+        return
+    was, asked = (" ".join(f"--{k}={d.get(k)}" for k in other) for d in (before, plan))
+    print(
+        f"note: {folder} already holds corrupted MNIST built with {was}, not {asked}: nothing was built and train uses it as "
+        f"it is; to switch, prepare --force (replaces it) or --out=ANOTHER_FOLDER and train --data_dir=ANOTHER_FOLDER"
+    )
+
+
 def prepare(
     dataset: str = DEFAULT_DATASET,
     out: str | None = None,
@@ -1087,13 +1128,11 @@ def prepare(
         seed: seeds the choice of digits and the angles
         mirror: download from this URL instead of the official mirrors
         force: replace an existing --out
-        if_missing: do nothing where `train` would already find corrupted MNIST (--out, or the folders it searches)
+        if_missing: do nothing where `train` would already find corrupted MNIST (--out, or the folders it searches); a
+            note says so where that data was built with other settings than these
     """
     spec = _check_dataset(dataset)
-    found = find_corrupted_mnist([Path(str(out))] if out else DATA_SEARCH) if _check_bool("if_missing", if_missing) else None
-    if found is not None and not spec.checksums:
-        print(f"data: {found[0]} already holds corrupted MNIST ({found[1]}); nothing to build")
-        return
+    _check_bool("if_missing", if_missing)
     if spec.checksums:  # a downloadable dataset: fetch and check it
         if source is not None:
             raise UsageError(
@@ -1113,6 +1152,9 @@ def prepare(
     plan["train_shards"] = _check_int("train_shards", (6 if course else 5) if train_shards is None else train_shards, 1)
     plan["shard_size"] = _check_int("shard_size", shard_size, 1)
     plan["test_size"] = _check_int("test_size", (5000 if course else 10000) if test_size is None else test_size, 1)
+    found = find_corrupted_mnist([Path(str(out))] if out else DATA_SEARCH) if if_missing else None
+    if found is not None:
+        return _say_what_is_built(*found, plan)
     out_dir = Path(str(out or DATA_SEARCH[0])).expanduser()
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise UsageError(f"--out {out_dir} already holds data; pass --force to rebuild it")
@@ -1469,7 +1511,9 @@ class TrainConfig:
 
     dataset: str = option(DEFAULT_DATASET, f"what to train on: {', '.join(DATASETS)}", choice(*DATASETS))
     data_dir: str | None = option(None, "folder holding the data (default: found as the README's Data section says)", on_resume="place")
-    out: str | None = option(None, "run folder to write (default: a new checkpoints/run-<time>)", on_resume="place")
+    out: str | None = option(
+        None, "run folder (default: checkpoints/<name from the flags given>, so the same command continues)", on_resume="place"
+    )
     epochs: int | None = option(
         None, f"passes over the training images (default: the dataset's, {DATASETS[DEFAULT_DATASET].epochs} for corruptedmnist)", integer(1)
     )
@@ -1544,11 +1588,13 @@ class TrainConfig:
         """The flags with this resume policy."""
         return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("on_resume") == on_resume)
 
-    def differences(self, saved: TrainConfig) -> list[str]:
-        """The settings in which this config differs from a saved run's, where a continued run must keep them (a --budget
-        run planned its own epochs)."""
-        planned = ("epochs",) if saved.budget else ()
-        return [name for name in self.flags("same") if name not in planned and getattr(self, name) != getattr(saved, name)]
+    def differences(self, saved: TrainConfig, given: dict) -> tuple[list[str], list[str]]:
+        """Where this config differs from a saved run's: the settings the command gives (another run), and those it leaves
+        to the code's defaults (the code changed under the run, or the run was started with them given: it keeps its own).
+        Where and how it runs, and a --budget run's planned epochs, may differ."""
+        free = {"world_size", "planned_steps", *self.flags("here"), *self.flags("place"), *(("epochs",) if saved.budget else ())}
+        moved = [f.name for f in dataclasses.fields(self) if f.name not in free and getattr(self, f.name) != getattr(saved, f.name)]
+        return [n for n in moved if n in given], [n for n in moved if n not in given]
 
     def with_changes(self, flags: dict) -> TrainConfig:
         """This saved config with the command's flags that may change on a resume, each checked like a new run's."""
@@ -1559,7 +1605,11 @@ class TrainConfig:
 def flag_help() -> str:
     """The Args: section of `train --help`, from TrainConfig's fields."""
     lines = [f"    {f.name}: {f.metadata['help']}" for f in dataclasses.fields(TrainConfig) if f.metadata.get("help")]
-    return "\n\nArgs:\n" + "\n".join(lines) + "\n    resume: RUN/last.pt (or RUN) to continue an unfinished run\n"
+    lines += [
+        "    resume: RUN/last.pt (or RUN) to continue an unfinished run",
+        "    if_unfinished: where the run folder holds a finished run, say where its results are and exit 0",
+    ]
+    return "\n\nArgs:\n" + "\n".join(lines) + "\n"
 
 
 def check_before_reading(config: TrainConfig, run_dir: Path) -> None:
@@ -1990,15 +2040,6 @@ def data_fingerprints(data: Data) -> dict:
     }
 
 
-def new_run_dir() -> Path:
-    """A fresh checkpoints/run-<time> folder name."""
-    base = Path("checkpoints") / time.strftime("run-%Y%m%d-%H%M%S")
-    path, i = base, 1
-    while path.exists():
-        path, i = base.with_name(f"{base.name}-{i}"), i + 1
-    return path
-
-
 def plot_training_curve(history: dict, path: Path) -> None:
     """Training loss per step and validation accuracy per epoch, as a PNG."""
     plt = _pyplot()
@@ -2021,7 +2062,7 @@ def plot_training_curve(history: dict, path: Path) -> None:
     ax.legend(lines, [line.get_label() for line in lines], loc="center right")
     ax.set_title("fashion_trainer: training curve")
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, make_folder=False)  # into the run folder, which fit opened once
 
 
 class CurveRedraws:
@@ -2041,9 +2082,13 @@ class CurveRedraws:
         self.next_at, self.epoch = began + 10 * (time.perf_counter() - began), epoch
 
 
-def save_epoch(state: TrainingState, saving: Checkpoint, run_dir: Path, improved: bool, curve: CurveRedraws) -> None:
+def save_epoch(
+    state: TrainingState, saving: Checkpoint, run_dir: Path, opened: tuple[int, int], improved: bool, curve: CurveRedraws
+) -> None:
     """Write last.pt (the training state; the one before it kept as last.prev.pt), then best.pt when improved, so best.pt
-    never holds an epoch that last.pt does not continue; then history.json and the curve; print the epoch's line."""
+    never holds an epoch that last.pt does not continue; then history.json and the curve; print the epoch's line. All
+    into the run folder that fit opened, or nowhere."""
+    check_still_there(run_dir, opened)
     last = state.history["epochs"][-1]
     metrics = {"epoch": state.epoch, "val_accuracy": last["val_accuracy"], "best_val_accuracy": state.best_acc}
     metrics |= {"best_epoch": state.best_epoch, "seconds": last["seconds"]}
@@ -2117,6 +2162,7 @@ def fit(
         if ranks.main:
             _say_what_moved(resume, device, ranks)
     saving = Checkpoint(net_config, {}, list(data.classes), config, data_fingerprints(data), {})  # filled in each epoch
+    opened = open_folder(run_dir) if ranks.main else None  # the run folder is made here, once; no later write recreates it
     if ranks.main and resume is not None:
         restore_best(resume, run_dir)
     started = (clock_started if resume is None else time.perf_counter()) - state.seconds_so_far()
@@ -2159,7 +2205,7 @@ def fit(
                         state.set_total_steps(steps)
             if ranks.main:
                 try:
-                    save_epoch(state, saving, run_dir, improved, curve)
+                    save_epoch(state, saving, run_dir, opened, improved, curve)
                 except WriteFailed as exc:
                     kept = f"{run_dir / 'last.pt'} still holds epoch {saved}" if saved else "no epoch is saved yet"
                     raise WriteFailed(f"{exc} ({kept})") from exc
@@ -2175,19 +2221,27 @@ def fit(
     return state.history
 
 
-def train(resume: str | bool | None = None, **flags) -> None:
+def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags) -> None:
     """Train the CNN on --dataset; writes best.pt, last.pt, history.json and training_curve.png into --out.
 
-    An --out folder holding an unfinished run of the same settings is continued where its last.pt stopped (after a
-    crash, a kill or a Colab disconnect: run the same command again); one holding a finished run is refused (exit
-    status 3). --resume=RUN (or RUN/last.pt) continues a run with its saved settings whatever else the command says;
-    only --device and --precision may change. Under `torchrun --nproc_per_node=N` it trains data-parallel (DDP) and
-    only rank 0 writes files."""
+    The run folder (--out, or checkpoints/<name from the flags given>) continues an unfinished run where its last.pt
+    stopped (after a crash, a kill or a Colab disconnect: run the same command again); a finished one is refused (exit
+    status 3; with --if_unfinished, said calmly, exit 0). --resume=RUN (or RUN/last.pt) continues a run with its saved
+    settings whatever else the command says; only --device and --precision may change. Under `torchrun
+    --nproc_per_node=N` it trains data-parallel (DDP) and only rank 0 writes files."""
     _stop_cleanly_on_sigterm()
     if resume not in (None, False):
         return _resume(resume, flags)
     config = TrainConfig(**flags).resolved()
-    run_dir, unfinished = open_run(config)
+    if config.out is None:
+        config = dataclasses.replace(config, out=str(Path("checkpoints") / run_name(flags)))
+    try:
+        run_dir, unfinished = open_run(config, flags)
+    except RunFinished as finished:
+        if not _check_bool("if_unfinished", if_unfinished):
+            raise
+        print(finished.results)
+        return None
     if unfinished is not None:
         return _continue(unfinished, run_dir, flags, "continuing the unfinished run in")
     check_before_reading(config, run_dir)
@@ -2213,6 +2267,7 @@ train.__signature__ = inspect.Signature(
         if "help" in f.metadata
     ]
     + [inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | bool | None")]
+    + [inspect.Parameter("if_unfinished", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool")]
 )
 
 
@@ -2298,38 +2353,71 @@ def load_last(run_dir: Path) -> Checkpoint | None:
 RUN_FILES = ("best.pt", "history.json", "training_curve.png", "best_confusion.png", "best_misclassified.png")
 
 
-def open_run(config: TrainConfig) -> tuple[Path, Checkpoint | None]:
-    """The run folder for --out: a new (or empty) one, or one holding an unfinished run of the same settings, returned
-    with its state to continue; a finished run, a run of other settings or any other content is refused."""
-    if config.out is None:  # only rank 0 writes: the others need no name of their own
-        return (new_run_dir() if Ranks.launched().main else Path("checkpoints")), None
+def run_name(flags: dict | list[str]) -> str:
+    """The name of a run folder under checkpoints/, made from the `train` flags given (as `train` gets them, or as the
+    notebook's "--name=value" list): the dataset, then each other flag and its value, so that the same settings continue
+    (or show) their run and a changed one trains a new run. Where and how it runs (--device, --precision) are not part
+    of it; paths become a short hash of where they point; a long name ends in one."""
+    from fire.parser import DefaultParseValue
+
+    pairs = flags.items() if isinstance(flags, dict) else [f.lstrip("-").partition("=")[::2] for f in flags]
+    given = {name: DefaultParseValue(value) if isinstance(value, str) else value for name, value in pairs}
+    words = [str(given.get("dataset", TrainConfig.dataset))]
+    for name, value in given.items():
+        if name in ("dataset", "out", *TrainConfig.flags("here")):
+            continue
+        value = str(value)
+        if "/" in value or "\\" in value:
+            value = hashlib.sha1(str(Path(value).expanduser().resolve()).encode()).hexdigest()[:6]
+        words.append(re.sub(r"[^A-Za-z0-9._+-]", "", name + value))
+    name = "-".join(w for w in words if w)
+    return name if len(name) <= 64 else f"{name[:48]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def open_run(config: TrainConfig, given: dict) -> tuple[Path, Checkpoint | None]:
+    """The run folder --out: a new (or empty) one, or one holding an unfinished run whose settings the command's `given`
+    flags agree with, returned with its state to continue; a finished run, a run the given flags differ from or any other
+    content is refused."""
     path = Path(str(config.out)).expanduser()
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return path, None
     ckpt = load_last(path) if path.is_dir() else None
     if ckpt is None:
-        return _restart_first_epoch(path, config), None
+        return _restart_first_epoch(path, config, given), None
     saved = ckpt.train_config
-    _refuse_other_settings(path, config, saved)
+    _refuse_other_settings(path, config, saved, given)
     state = ckpt.resume
     if state["epoch"] >= saved.epochs or stopped_early(state["epoch"], state["best_epoch"], saved.patience):
-        raise RunFinished(
-            f"{path} holds a finished run (epoch {state['epoch']} of {saved.epochs}, best.pt from epoch {state['best_epoch']}); "
-            f"evaluate it with: python fashion_trainer.py evaluate {path / 'best.pt'}, or choose a new --out to train again"
+        done = (
+            f"{path} holds a finished run (epoch {state['epoch']} of {saved.epochs}, best.pt from epoch {state['best_epoch']}, "
+            f"validation accuracy {100 * ckpt.metrics['best_val_accuracy']:.2f}%)"
         )
+        finished = RunFinished(
+            f"{done}; evaluate it with: python fashion_trainer.py evaluate {path / 'best.pt'}, or change a setting or choose a "
+            "new --out to train another"
+        )
+        finished.results = f"{done}: nothing was trained, these are its results; change a setting (or the run folder) to train another"
+        raise finished
     return path, ckpt
 
 
-def _refuse_other_settings(path: Path, config: TrainConfig, saved: TrainConfig) -> None:
-    """Refuse to continue a run in `path` with settings other than its own."""
-    for name in config.differences(saved)[:1]:
+def _refuse_other_settings(path: Path, config: TrainConfig, saved: TrainConfig, given: dict) -> None:
+    """Refuse to continue a run in `path` where a flag the command gives differs from the run's own; note the settings
+    left to defaults that differ from the run's, which it keeps (a code update changed them, say)."""
+    other, kept = config.differences(saved, given)
+    for name in other[:1]:
         raise UsageError(
             f"--out {path} holds a run with --{name}={getattr(saved, name)}, this command says {getattr(config, name)}; "
             f"run its own command again to continue it, or choose a new --out for a new run"
         )
+    if kept and Ranks.launched().main:
+        said = ", ".join(
+            f"--{n}={getattr(saved, n)} (default now {getattr(config, n)})" if n in TrainConfig.flags("same") else n for n in kept
+        )
+        print(f"note: the run in {path} keeps its own settings where this command leaves the code's defaults: {said}", file=sys.stderr)
 
 
-def _restart_first_epoch(path: Path, config: TrainConfig) -> Path:
+def _restart_first_epoch(path: Path, config: TrainConfig, given: dict) -> Path:
     """A run folder killed before its first epoch was saved whole holds only run files and no training state: the same
     command starts it again (nothing but an unfinished epoch is lost); any other content is refused."""
     names = [p.name for p in path.iterdir()] if path.is_dir() else None
@@ -2343,7 +2431,7 @@ def _restart_first_epoch(path: Path, config: TrainConfig) -> Path:
                 f"--out {path} already exists and holds no run to continue (its best.pt is no checkpoint); choose a new folder "
                 "so nothing is overwritten"
             ) from None
-        _refuse_other_settings(path, config, best.train_config)
+        _refuse_other_settings(path, config, best.train_config, given)
     print(f"note: {path} holds no finished epoch's training state (stopped in epoch 1); starting the run again", file=sys.stderr)
     return path
 
@@ -2775,9 +2863,9 @@ def check_flags(argv: list[str]) -> None:
             raise UsageError(f"unknown flag --{name} for {command}{hint} (see: python fashion_trainer.py {command} --help)")
 
 
-def run_step(*args: str, finished_ok: bool = False, image: str | Path | None = None) -> int:
+def run_step(*args: str, image: str | Path | None = None) -> None:
     """For the notebook: run `python fashion_trainer.py ARGS` in a child process, stream its output into the cell, and
-    stop Run all with one line if it fails (a failing `!` line would not); returns the exit status (3: a finished run).
+    stop Run all with one line if it fails (a failing `!` line would not).
     With `image`, that PNG is shown in the cell and redrawn in place whenever the child rewrites it (the training curve)."""
     child = subprocess.Popen([sys.executable, str(ROOT / "fashion_trainer.py"), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     shown = (None, None)
@@ -2787,12 +2875,9 @@ def run_step(*args: str, finished_ok: bool = False, image: str | Path | None = N
         shown = show_if_changed(image, *shown)
     status = child.wait()
     show_if_changed(image, *shown)
-    if status == RunFinished.exit_code and finished_ok:
-        return status
     if status:
         why = f"was killed (signal {-status}); Run all again continues it" if status < 0 else f"failed with exit status {status}, see above"
         raise SystemExit(f"stopped: `{args[0]}` {why}. The cells below did not run.")
-    return status
 
 
 def show_if_changed(path: str | Path | None, shown: int | None, handle: object) -> tuple[int | None, object]:
@@ -2811,19 +2896,6 @@ def show_if_changed(path: str | Path | None, shown: int | None, handle: object) 
         else:
             handle.update(picture)
     return stamp, handle
-
-
-def run_name(train_flags: list[str]) -> str:
-    """For the notebook: a run folder's name made from its `train` flags, so that changing a setting starts a new run and
-    the same settings continue (or show) theirs. Paths become a short hash; a long name ends in one."""
-    words = []
-    for flag in train_flags:
-        name, _, value = flag.lstrip("-").partition("=")
-        if "/" in value or "\\" in value:
-            value = hashlib.sha1(value.encode()).hexdigest()[:6]
-        words.append(re.sub(r"[^A-Za-z0-9._+-]", "", name.replace("dataset", "") + value))
-    name = "-".join(w for w in words if w)
-    return name if len(name) <= 64 else f"{name[:48]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def runtime_note() -> str:

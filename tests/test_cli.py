@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import inspect
 import os
 import re
 import subprocess
@@ -75,10 +76,13 @@ def test_fire_usage_errors_keep_a_nonzero_exit(cli, tiny_data):
 
 
 def test_run_name_follows_the_settings():
-    """The notebook's run folder: the same settings give the same name, a changed one another; paths leave no slash."""
+    """The run folder of `train` and the notebook: the same settings give the same name, a changed one another, where and
+    how it runs none; paths leave no slash."""
     default = ft.run_name(["--dataset=corruptedmnist", "--batch_size=16"])
-    assert default == "corruptedmnist-batch_size16" == ft.run_name(["--dataset=corruptedmnist", "--batch_size=16"])
-    assert ft.run_name(["--dataset=corruptedmnist", "--lr=0.0001"]) == "corruptedmnist-lr0.0001"
+    assert default == "corruptedmnist-batch_size16" == ft.run_name({"batch_size": 16}) == ft.run_name(["--batch_size=16"])
+    assert ft.run_name(["--dataset=corruptedmnist", "--lr=0.0001"]) == "corruptedmnist-lr0.0001" == ft.run_name({"lr": 1e-4})
+    assert ft.run_name(["--lr=1e-4", "--device=cpu", "--precision=fp32"]) == "corruptedmnist-lr0.0001"
+    assert ft.run_name({"dataset": "mnist", "epochs": 3}) == "mnist-epochs3" != ft.run_name({"dataset": "mnist", "epochs": 4})
     by_path = [ft.run_name(["--dataset=mnist", f"--data_dir=/content/drive/{d}"]) for d in ("a", "b")]
     assert by_path[0] != by_path[1] and not any("/" in n for n in by_path)
     long = ft.run_name(["--dataset=cifar", *(f"--flag{i}={i}" for i in range(30))])
@@ -99,6 +103,7 @@ def test_the_readmes_flag_table_names_every_train_flag_with_the_codes_default():
     readme = (ROOT / "README.md").read_text()
     table = readme.split("| flag | default | meaning |")[1].split("\n\n")[0]
     fields = {f.name: f for f in dataclasses.fields(ft.TrainConfig) if "help" in f.metadata}
+    others = [name for name in inspect.signature(ft.train).parameters if name not in fields]  # --resume, --if_unfinished
     seen = []
     for row in table.strip().splitlines()[1:]:
         flag_cell, default_cell = (cell.strip() for cell in row.strip("|").split("|")[:2])
@@ -107,7 +112,7 @@ def test_the_readmes_flag_table_names_every_train_flag_with_the_codes_default():
         assert len(defaults) == len(names), row
         for name, written in zip(names, defaults):
             seen.append(name)
-            if name == "resume":
+            if name in others:
                 continue
             default = fields[name].default
             if default is None:
@@ -122,7 +127,7 @@ def test_the_readmes_flag_table_names_every_train_flag_with_the_codes_default():
                 assert float(written.split()[0]) == default, f"--{name}: README says {written}, the code {default}"
             else:
                 assert written == default, f"--{name}: README says {written}, the code {default}"
-    assert sorted(seen) == sorted([*fields, "resume"])
+    assert sorted(seen) == sorted([*fields, *others]) and "if_unfinished" in others
 
 
 def test_the_file_reads_in_pipeline_order_and_nothing_calls_into_a_later_section():

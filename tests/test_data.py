@@ -381,6 +381,20 @@ def test_prepare_course_mode_turns_each_shard_by_one_angle_nearest_and_train_rea
     assert "data: data/corruptmnist_v1 (.pt layout, 6 train shards)" in err and "training on 60 corruptedmnist images" in err
 
 
+def test_prepare_if_missing_says_in_one_line_when_the_data_was_built_with_other_settings(cli, tmp_path):
+    src = _indexed_mnist(tmp_path / "mnist")
+    args = ("prepare", f"--source={src}", "--out=data/corruptedmnist", "--shard_size=10", "--test_size=10", "--if_missing")
+    assert cli(*args)[0] == 0
+    built = {p.name: p.read_bytes() for p in (tmp_path / "data" / "corruptedmnist").iterdir()}
+    code, out, err = cli(*args)
+    assert code == 0 and out == "data: data/corruptedmnist already holds corrupted MNIST (npz layout, 5 train shards); nothing to build\n"
+    code, out, err = cli(*args, "--mode=course")  # PREPARE_FLAGS changed in the notebook after the data was built
+    assert code == 0 and out.count("\n") == 1 and not err, out + err
+    assert "built with --mode=per-image --train_shards=5, not --mode=course --train_shards=6:" in out
+    assert "nothing was built" in out and "--force" in out and "--data_dir=" in out
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data" / "corruptedmnist").iterdir()} == built
+
+
 def test_prepare_bilinear_interpolation_is_still_there(cli, tmp_path):
     src = _indexed_mnist(tmp_path / "mnist", same_picture=True)
     args = (f"--source={src}", "--train_shards=1", "--shard_size=10", "--test_size=10")

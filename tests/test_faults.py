@@ -7,6 +7,7 @@ fail from the n-th one on, or a folder probe raises the error a read-only or van
 import builtins
 import errno
 import json
+import shutil
 
 import pytest
 import torch
@@ -70,6 +71,7 @@ def _writes_per_epoch(cli, tiny_data, monkeypatch) -> int:
 )
 def test_each_fault_is_said_in_plain_words_and_leaves_nothing(tmp_path, monkeypatch, code, words):
     monkeypatch.setattr(ft, "open", FailingWrites(code, 1), raising=False)
+    (tmp_path / "out").mkdir()
     with pytest.raises(ft.WriteFailed) as failed:
         ft.write_atomic(b"x", tmp_path / "out" / "file")
     assert str(failed.value).startswith(f"could not write to {tmp_path / 'out'}: ") and words in str(failed.value)
@@ -93,6 +95,45 @@ def test_a_write_that_fails_mid_run_is_one_line_and_the_same_command_continues(c
     assert [e["epoch"] for e in json.loads((run / "history.json").read_text())["epochs"]] == [1, 2, 3]
     a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True)["state_dict"] for n in ("whole", "run"))
     assert weights_hash(a) == weights_hash(b)
+
+
+def test_a_file_written_into_a_folder_that_is_gone_fails_and_makes_no_folder(tmp_path):
+    (tmp_path / "drive").mkdir()  # a dropped mount's empty mount point
+    with pytest.raises(ft.WriteFailed, match="the folder is gone"):
+        ft.write_atomic(b"x", tmp_path / "drive" / "MyDrive" / "run" / "history.json")
+    assert not list((tmp_path / "drive").iterdir())
+
+
+@pytest.mark.parametrize("drop", ["gone", "recreated"])
+def test_a_drive_mount_that_drops_mid_run_is_one_line_recreates_nothing_and_the_run_continues_once_back(
+    cli, tiny_data, tmp_path, monkeypatch, drop
+):
+    """Colab leaves /content/drive an empty folder when Drive drops: the run must not go on on the runtime's disk."""
+    mount, away = tmp_path / "drive", tmp_path / "drive-while-dropped"
+    args = ("train", f"--data_dir={tiny_data}", "--out=drive/MyDrive/run", *ARGS)
+    real, saves = ft.save_epoch, []
+
+    def drop_after_epoch_1(*a, **k):
+        real(*a, **k)
+        saves.append(1)
+        if len(saves) == 1:
+            mount.rename(away)  # the mount's content is gone
+            mount.mkdir()  # and its mount point is left, empty
+            if drop == "recreated":  # something made the same path again, on another disk
+                (mount / "MyDrive" / "run").mkdir(parents=True)
+
+    monkeypatch.setattr(ft, "save_epoch", drop_after_epoch_1)
+    code, _, err = cli(*args)
+    assert_one_line_error(code, err, "drive/MyDrive/run is gone or is another folder now", "Google Drive", "same command again")
+    left = sorted(str(p.relative_to(mount)) for p in mount.rglob("*"))
+    assert left == ([] if drop == "gone" else ["MyDrive", "MyDrive/run"])  # nothing written, no folder made
+    monkeypatch.setattr(ft, "save_epoch", real)
+    shutil.rmtree(mount)
+    away.rename(mount)  # Drive is back
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert "continuing the unfinished run in drive/MyDrive/run after epoch 1 of 3" in err
+    assert [e["epoch"] for e in json.loads((mount / "MyDrive" / "run" / "history.json").read_text())["epochs"]] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("nth", [1, 2, 4])  # last.pt, best.pt, the curve of epoch 1

@@ -221,7 +221,7 @@ def test_a_colab_user_across_updates_settings_and_the_python_habit(colab, origin
     text = text_of(nb)
     assert f"on commit {second}" in text and "code of the second commit" in json.dumps(nb.cells[3].outputs)
     assert "run folder: checkpoints/corruptedmnist-lr0.0001-batch_size16-budget6" in text and "--budget=6:" in text
-    assert "had already finished" not in text and "Test accuracy:" in text
+    assert "nothing was trained" not in text and "Test accuracy:" in text
 
     # an edit of the user's own blocks the next update: said in one line, kept, and run; the same settings show the
     # finished run, labelled as the earlier run's, with nothing trained or rebuilt
@@ -233,7 +233,8 @@ def test_a_colab_user_across_updates_settings_and_the_python_habit(colab, origin
     text = text_of(nb)
     assert "NOTE: the code in" in text and "was not updated" in text and "your changes there are kept" in text
     assert f"on commit {second}" in text and "code of the users edit" in text
-    assert "already holds corrupted MNIST" in text and "had already finished" in text and "epoch 1/" not in text
+    assert "already holds corrupted MNIST" in text and "epoch 1/" not in text
+    assert "holds a finished run" in text and "nothing was trained, these are its results" in text and "error: checkpoints" not in text
     assert "Test accuracy:" in text and images_in(nb.cells[5]) == 1
 
 

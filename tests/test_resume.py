@@ -52,24 +52,32 @@ def test_a_first_epoch_leftover_of_other_settings_is_still_refused(cli, tiny_dat
 
 
 def test_checkpoint_writes_keep_a_whole_last_pt_at_every_moment_and_best_pt_never_ahead(cli, tiny_data, tmp_path, monkeypatch):
-    run, seen, synced = tmp_path / "run", [], []
+    run, seen, events = tmp_path / "run", [], []
     real_replace, real_fsync = os.replace, os.fsync
 
     def replace(src, dst):
+        events.append(("rename", os.path.realpath(src)))
         if (run / "last.pt").exists():
             seen.append(("before", os.path.basename(dst), (run / "last.pt").is_file()))
         real_replace(src, dst)
         if os.path.basename(dst) in ("last.pt", "last.prev.pt", "best.pt"):
             seen.append(("after", os.path.basename(dst), (run / "last.pt").is_file()))
 
+    def fsync(fd):
+        events.append(("sync", os.path.realpath(os.readlink(f"/proc/self/fd/{fd}"))))  # which file or folder
+        real_fsync(fd)
+
     monkeypatch.setattr(ft.os, "replace", replace)
-    monkeypatch.setattr(ft.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    monkeypatch.setattr(ft.os, "fsync", fsync)
     assert cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)[0] == 0
     assert all(present for _, _, present in seen[1:])  # from the first last.pt on, a whole last.pt is always there
     order = [name for when, name, _ in seen if when == "after"]
     assert order.index("last.pt") < order.index("best.pt")  # the state first, then the best weights
     assert all(order[i - 1] == "last.pt" for i, name in enumerate(order) if name == "best.pt")
-    assert len(synced) >= 2 * len(order)  # every file, and the folder after each rename
+    renames = [i for i, (what, _) in enumerate(events) if what == "rename"]
+    assert len(renames) >= len(order)
+    for i in renames:  # each new file's own bytes reach the disk before its name does, and the folder's entry after it
+        assert ("sync", events[i][1]) in events[:i] and ("sync", os.path.realpath(run)) in events[i + 1 :], events[: i + 2]
 
 
 def test_killed_between_last_pt_and_best_pt_the_continued_run_keeps_the_right_best(cli, tiny_data, tmp_path, monkeypatch):

@@ -30,12 +30,24 @@ def test_train_writes_checkpoints_history_and_plot(cli, tiny_data, tmp_path):
     assert last_line.startswith("best checkpoint: run/best.pt (epoch ") and "validation accuracy" in last_line
 
 
-def test_default_out_is_a_new_run_folder_under_checkpoints(cli, tiny_data, tmp_path):
-    for _ in range(2):
-        code, _, err = cli("train", f"--data_dir={tiny_data}", "--epochs=1", "--augment_degrees=0")
-        assert code == 0, err
-    runs = sorted((tmp_path / "checkpoints").iterdir())
-    assert len(runs) == 2 and all((r / "best.pt").is_file() for r in runs)
+def test_the_same_train_command_without_out_continues_its_run_and_a_changed_one_trains_another(cli, tiny_data, tmp_path, monkeypatch):
+    args = (f"--data_dir={tiny_data}", "--epochs=2", "--batch_size=32")
+    real = ctrl_c_at_step(monkeypatch, 8)  # in epoch 2 (6 steps an epoch)
+    assert cli("train", *args)[0] == 130
+    monkeypatch.setattr(ft, "update_ema", real)
+    name = ft.run_name([f"--data_dir={tiny_data}", "--dataset=corruptedmnist", "--epochs=2", "--batch_size=32"])  # the notebook's
+    assert name.startswith("corruptedmnist-data_dir") and name.endswith("-epochs2-batch_size32")
+    code, out, err = cli("train", *args, "--device=cpu")  # where it runs is not part of the run's name
+    assert code == 0 and f"continuing the unfinished run in checkpoints/{name} after epoch 1 of 2" in err, err
+    assert out.startswith(f"best checkpoint: checkpoints/{name}/best.pt")
+    code, _, err = cli("train", *args)
+    assert_one_line_error(code, err, f"checkpoints/{name} holds a finished run", f"evaluate checkpoints/{name}/best.pt", exit_code=3)
+    code, out, err = cli("train", *args, "--if_unfinished")  # the notebook's way: said calmly
+    assert code == 0 and "error" not in err and out.count("\n") == 1, out + err
+    assert f"checkpoints/{name} holds a finished run (epoch 2 of 2" in out and "nothing was trained, these are its results" in out
+    assert cli("train", *args, "--seed=1")[0] == 0  # a changed setting is another run
+    runs = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert runs == sorted([name, f"{name}-seed1"]) and all((tmp_path / "checkpoints" / r / "best.pt").is_file() for r in runs)
 
 
 def test_existing_out_folder_is_never_overwritten(cli, tiny_data, tmp_path):
@@ -415,6 +427,25 @@ def test_the_same_command_continues_an_unfinished_run_and_refuses_a_finished_one
     assert_one_line_error(code, err, "holds a finished run", "evaluate run/best.pt", "new --out", exit_code=3)
     code, _, err = cli(*args, "--lr=1e-4")
     assert_one_line_error(code, err, "--lr=0.003, this command says 0.0001", exit_code=2)
+
+
+def test_a_code_update_that_changes_a_default_under_an_unfinished_run_continues_it_with_its_own(cli, tiny_data, tmp_path, monkeypatch):
+    args = ("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=3", "--batch_size=32")
+    real = ctrl_c_at_step(monkeypatch, 9)
+    assert cli(*args)[0] == 130
+    monkeypatch.setattr(ft, "update_ema", real)
+    # the run was started by older code whose label smoothing and warm-up were others: its last.pt says so
+    last = ft.Checkpoint.load(tmp_path / "run" / "last.pt")
+    older = dataclasses.replace(last.train_config, label_smoothing=0.1, warmup_share=0.3)
+    dataclasses.replace(last, train_config=older).save(tmp_path / "run" / "last.pt")
+    code, _, err = cli(*args, "--label_smoothing=0.05")  # a flag the user gives that differs: another run
+    assert_one_line_error(code, err, "--label_smoothing=0.1, this command says 0.05", exit_code=2)
+    code, _, err = cli(*args)  # the same command, after the update: the run goes on with its own settings
+    assert code == 0, err
+    assert "continuing the unfinished run in run after epoch 1 of 3" in err
+    assert "keeps its own settings" in err and "--label_smoothing=0.1 (default now 0.05)" in err and "warmup_share" in err
+    kept = ft.Checkpoint.load(tmp_path / "run" / "last.pt").train_config
+    assert (kept.label_smoothing, kept.warmup_share, kept.epochs) == (0.1, 0.3, 3)
 
 
 def test_a_damaged_last_pt_falls_back_to_the_state_before_it(cli, tiny_data, tmp_path, monkeypatch):
