@@ -330,7 +330,9 @@ class TrainConfig:
     )
     ema: float = option(0.998, "decay of the moving average of the weights that is validated and saved (0: off)", number(0, 1, False))
     compile: bool = option(False, "torch.compile the model: about 40 s to compile, then faster steps", _check_bool)
-    budget: float | None = option(None, "seconds of training to fit in: the first steps' speed sets the epochs and the schedule", number(0))
+    budget: float | None = option(
+        None, "seconds of training to fit in: the schedule follows the seconds spent, the run ends in them", number(0)
+    )
     # Filled in by resolved() and saved, so that a resumed run keeps them even if the dataset's recipe changes later:
     augmentation: Recipe | None = None  # the augmentation recipe in use (None: --augment=False)
     model: ModelConfig | None = None  # the dataset's network
@@ -339,10 +341,8 @@ class TrainConfig:
     warmup_share: float = 0.25  # of the one-cycle schedule's steps spent rising to --lr
     ema_warmup: float = 10.0  # the moving average's decay ramps as (1 + step) / (ema_warmup + step): short runs average recent steps
     batch_norm_images: int = 2048  # training images the batch-norm statistics are re-measured on before each validation
-    budget_share: float = 0.97  # --budget plans its steps into this share of its seconds (start-up and the last save take the rest)
-    probe_steps: tuple[int, int] = (3, 8)  # --budget times this many warm-up steps, then this many steps it measures
+    budget_share: float = 0.97  # --budget's steps take this share of its seconds (start-up and the last validation the rest)
     budget_most_epochs: int = 4  # --budget trains at most this many times the dataset's epochs: beyond, a fast GPU only overfits
-    planned_steps: int | None = None  # the steps a --budget run plans in all (its last epoch stops there); None: whole epochs
 
     def resolved(self) -> TrainConfig:
         """This config checked flag by flag (a bad one is a UsageError), with the dataset's recipe filled in."""
@@ -360,7 +360,7 @@ class TrainConfig:
         degrees = {} if checked.augment_degrees is None else {"degrees": checked.augment_degrees}
         return dataclasses.replace(
             checked,
-            epochs=spec.epochs if checked.epochs is None else checked.epochs,
+            epochs=spec.epochs if checked.epochs is None and checked.budget is None else checked.epochs,
             weight_decay=spec.weight_decay if checked.weight_decay is None else checked.weight_decay,
             augmentation=dataclasses.replace(spec.augmentation, **degrees) if checked.augment else None,
             model=spec.model,
@@ -382,7 +382,7 @@ class TrainConfig:
         """Where this config differs from a saved run's: the settings the command gives (another run), and those it leaves
         to the code's defaults (the code changed under the run, or the run was started with them given: it keeps its own).
         Where and how it runs, and a --budget run's planned epochs, may differ."""
-        free = {"world_size", "planned_steps", *self.flags("here"), *self.flags("place"), *(("epochs",) if saved.budget else ())}
+        free = {"world_size", *self.flags("here"), *self.flags("place"), *(("epochs",) if saved.budget else ())}
         moved = [f.name for f in dataclasses.fields(self) if f.name not in free and getattr(self, f.name) != getattr(saved, f.name)]
         return [n for n in moved if n in given], [n for n in moved if n not in given]
 
@@ -705,9 +705,10 @@ def fold_batch_norm(model: nn.Sequential) -> nn.Sequential:
 
 class TrainingState:
     """All that changes while training, saved in last.pt and restored as one: the weights and their moving average,
-    the optimizer, schedule and gradient scaler, the random-number streams, the counters, the best epoch, the history."""
+    the optimizer and gradient scaler, the random-number streams, the counters, the run's progress, the best epoch and
+    the history."""
 
-    def __init__(self, config: TrainConfig, net_config: ModelConfig, device: torch.device, total_steps: int, ranks: Ranks):
+    def __init__(self, config: TrainConfig, net_config: ModelConfig, device: torch.device, ranks: Ranks):
         self.device, self.seed, self.use = device, config.seed, DeviceUse.of(device)
         self.memory_format = torch.channels_last if self.use.channels_last else torch.contiguous_format
         self.model = build_model(net_config)
@@ -722,15 +723,13 @@ class TrainingState:
         self.net = torch.compile(ddp) if config.compile else ddp  # what the training steps call
         fused = {"fused": True} if self.use.fused_adamw else {}
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay / relative, **fused)
-        self.schedule_of = lambda optimizer, total: make_scheduler(config.scheduler, optimizer, config.lr, total, config.warmup_share)
-        self.schedule = self.schedule_of(self.optimizer, total_steps)
         self.generator = torch.Generator(device=device if self.use.random_on_device else "cpu").manual_seed(config.seed)
         self.amp = autocast_dtype(device, config.precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
         self.averaged = copy.deepcopy(self.model) if config.ema else None
         self.ema_pairs = ema_tensors(self.averaged, self.model) if self.averaged is not None else None
         self.epoch = self.step = self.best_epoch = 0
-        self.best_acc = -1.0
+        self.best_acc, self.progress = -1.0, 0.0
         self.history = {"config": plain(dataclasses.asdict(config)), "steps": [], "epochs": []}
 
     @property
@@ -743,7 +742,6 @@ class TrainingState:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "generator": self.generator.get_state(),
             "generator_device": self.generator.device.type,
@@ -752,18 +750,16 @@ class TrainingState:
             "device": self.device.type,
             "epoch": self.epoch,
             "step": self.step,
+            "progress": self.progress,
             "best_acc": self.best_acc,
             "best_epoch": self.best_epoch,
             "history": self.history,
         }
 
-    def load_state_dict(self, state: dict, averaged: dict, total_steps: int) -> None:
-        """Continue from state_dict()'s output and the averaged weights saved beside it, with a schedule that ends after
-        `total_steps` (a run moved to another number of processes takes other steps an epoch than it was planned with)."""
+    def load_state_dict(self, state: dict, averaged: dict) -> None:
+        """Continue from state_dict()'s output and the averaged weights saved beside it."""
         self.model.load_state_dict(state["model"])
         load_optimizer(self.optimizer, state["optimizer"])
-        self.schedule.load_state_dict(state["scheduler"])
-        self.set_total_steps(total_steps)
         if state["scaler"]:  # a disabled scaler saves {}; an fp16 run resumed from a bf16/fp32 one starts its scale afresh
             self.scaler.load_state_dict(state["scaler"])
         if self.averaged is not None:
@@ -777,24 +773,16 @@ class TrainingState:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.history, self.step, self.epoch = state["history"], state["step"], state["epoch"]
         self.best_acc, self.best_epoch = state["best_acc"], state["best_epoch"]
-
-    def set_total_steps(self, total: int) -> None:
-        """Make the schedule end after `total` steps from where it stands (the length is all a scheduler's own state
-        says of it: copied from a fresh one built for that length on a throwaway optimizer)."""
-        fresh = self.schedule_of(torch.optim.AdamW([torch.zeros(1, requires_grad=True)]), total)
-        if type(fresh) is type(self.schedule):
-            for key in ("total_steps", "_schedule_phases", "T_max", "step_size"):
-                if hasattr(fresh, key):
-                    setattr(self.schedule, key, getattr(fresh, key))
+        self.progress = state.get("progress", 0.0)  # a last.pt of the code before 2026-12-04: its first step measures it
 
     def seconds_so_far(self) -> float:
         """Training seconds of the epochs already done (a resumed run counts on from there)."""
         return self.history["epochs"][-1]["seconds"] if self.history["epochs"] else 0.0
 
-    def record(self, losses: list[float], val_acc: float, seconds: float, n_val: int) -> bool:
+    def record(self, losses: list[float], lrs: list[float], val_acc: float, seconds: float, n_val: int) -> bool:
         """Log a finished epoch; whether it is the best so far (a tie within one standard error goes to the later epoch)."""
         self.epoch += 1
-        self.history["steps"] += [{"step": self.step + i, "loss": v} for i, v in enumerate(losses, 1)]
+        self.history["steps"] += [{"step": self.step + i, "loss": v, "lr": lr} for i, (v, lr) in enumerate(zip(losses, lrs), 1)]
         self.step += len(losses)
         train_loss = sum(losses) / len(losses)
         self.history["epochs"].append(
@@ -806,15 +794,30 @@ class TrainingState:
         return improved
 
 
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int, warmup_share: float):
-    """The per-step learning-rate schedule."""
-    if name == "onecycle" and total_steps >= 8:  # fewer steps leave its warm-up phase empty
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps, pct_start=warmup_share)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps)
-    if name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, max(1, total_steps // 3), gamma=0.1)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+def schedule_at(config: TrainConfig, progress: float) -> tuple[float, float | None]:
+    """The learning rate and Adam's beta1 (None: left as it is) at this share of the run done, 0 to 1. A function of the
+    share alone, so a run of any length, a --budget run (whose length is seconds) and a run moved to other steps an
+    epoch follow it alike, with nothing to re-plan."""
+    p = min(max(progress, 0.0), 1.0)
+    if config.scheduler == "onecycle":  # OneCycleLR's shape: from lr/25 up a half cosine, then down to lr/25e4; beta1 against it
+        w = config.warmup_share
+        rise = (1 - math.cos(math.pi * p / w)) / 2 if p < w else (1 + math.cos(math.pi * (p - w) / (1 - w))) / 2
+        floor = 1 / 25 if p < w else 1 / 25e4
+        return config.lr * (floor + (1 - floor) * rise), 0.95 - 0.1 * rise
+    if config.scheduler == "cosine":
+        return config.lr * (1 + math.cos(math.pi * p)) / 2, None
+    if config.scheduler == "step":  # a tenth every third of the run
+        return config.lr * 0.1 ** min(int(3 * p), 2), None
+    return config.lr, None
+
+
+def run_progress(config: TrainConfig, epochs_done: float, seconds: float) -> float:
+    """The share of the run done: the epochs trained of --epochs; for a --budget run the larger of its seconds spent (of
+    the share of the budget training may take) and its epochs of the most a budget trains."""
+    if config.budget is None:
+        return epochs_done / config.epochs
+    most = config.budget_most_epochs * DATASETS[config.dataset].epochs
+    return max(epochs_done / most, seconds / (config.budget_share * config.budget))
 
 
 def ema_tensors(averaged: nn.Module, model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
@@ -830,118 +833,96 @@ def update_ema(tensors: tuple[list[Tensor], list[Tensor]], decay: float) -> None
 
 
 def train_epoch(
-    state: TrainingState, config: TrainConfig, x_train: Tensor, y_train: Tensor, ranks: Ranks, turns: Tensor | None = None
-) -> Tensor:
-    """One pass over the data in global batches, each rank taking every world-th image (a --budget run's last pass stops
-    at its planned step); returns the per-step losses."""
+    state: TrainingState, config: TrainConfig, x_train: Tensor, y_train: Tensor, ranks: Ranks, progress: Callable[[int], float], turns=None
+) -> tuple[Tensor, list[float]]:
+    """One pass over the data in global batches, each rank taking every world-th image, each step at the learning rate of
+    the run's progress (`progress(steps into the epoch)`; a --budget run stops where it reaches 1); the steps' losses and
+    learning rates."""
     state.net.train()
     gen = state.generator
     order = torch.randperm(len(x_train), generator=gen, device=gen.device)
-    losses = []
+    losses, lrs = [], []
     starts = batch_starts(len(order), config.batch_size, ranks.world)
-    batches = list(zip(starts, [*starts[1:], len(order)]))[: None if config.planned_steps is None else config.planned_steps - state.step]
-    for start, end in tqdm(
-        batches, desc=f"epoch {state.epoch + 1}/{config.epochs}", leave=False, **({} if ranks.main else {"disable": True})
+    show = {} if ranks.main else {"disable": True}
+    for i, (start, end) in enumerate(
+        tqdm(list(zip(starts, [*starts[1:], len(order)])), desc=epoch_name(state.epoch + 1, config), leave=False, **show)
     ):
+        done = progress(i)
+        if done >= 1:
+            state.progress = done
+            break
+        lr, beta1 = schedule_at(config, done)
+        for group in state.optimizer.param_groups:
+            group["lr"], group["betas"] = lr, (group["betas"][0] if beta1 is None else beta1, group["betas"][1])
         idx = order[start:end]
-        # random numbers for the whole global batch, so every rank's generator stays in step with the others
-        rand = (
-            torch.rand(len(idx), AUGMENT_RANDOMS, generator=gen, device=gen.device)[ranks.rank :: ranks.world] * 2 - 1
-            if config.augmentation
-            else None
-        )
-        idx = idx[ranks.rank :: ranks.world].to(x_train.device)
-        turn = None if turns is None else turns[idx]
-        x = x_train[idx] if rand is None else augment_batch(x_train[idx], rand.to(x_train.device), config.augmentation, turn)
-        x = x.to(state.device, non_blocking=state.use.non_blocking).contiguous(memory_format=state.memory_format)
-        with autocast(state.device, state.amp):
-            logits = state.net(x).float()
-            loss = F.cross_entropy(
-                logits, y_train[idx].to(state.device, non_blocking=state.use.non_blocking), label_smoothing=config.label_smoothing
+        x = x_train[idx[ranks.rank :: ranks.world].to(x_train.device)]
+        if config.augmentation:  # random numbers for the whole global batch: every rank's generator stays in step
+            rand = torch.rand(len(idx), AUGMENT_RANDOMS, generator=gen, device=gen.device)[ranks.rank :: ranks.world] * 2 - 1
+            x = augment_batch(
+                x, rand.to(x_train.device), config.augmentation, None if turns is None else turns[idx[ranks.rank :: ranks.world]]
             )
+        x = x.to(state.device, non_blocking=state.use.non_blocking).contiguous(memory_format=state.memory_format)
+        y = y_train[idx[ranks.rank :: ranks.world].to(x_train.device)].to(state.device, non_blocking=state.use.non_blocking)
+        with autocast(state.device, state.amp):
+            loss = F.cross_entropy(state.net(x).float(), y, label_smoothing=config.label_smoothing)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
         state.scaler.update()
-        state.schedule.step()
         if state.ema_pairs is not None:
             n = state.step + len(losses)
             update_ema(state.ema_pairs, min(config.ema, (1 + n) / (config.ema_warmup + n)))
         losses.append(loss.detach())
-    return all_sum(torch.stack(losses).float(), ranks) / ranks.world
+        lrs.append(lr)
+    else:
+        state.progress = progress(len(starts))
+    return (all_sum(torch.stack(losses).float(), ranks) / ranks.world if losses else torch.zeros(0)), lrs
+
+
+def epoch_name(epoch: int, config: TrainConfig) -> str:
+    """'epoch 3/10', or for a --budget run 'epoch 3' (its epochs are what fits)."""
+    return f"epoch {epoch}" + (f"/{config.epochs}" if config.epochs else "")
 
 
 def fit(
     data: Data, run_dir: Path, config: TrainConfig, device: torch.device, resume: Checkpoint | None = None, ranks: Ranks | None = None
 ) -> dict:
     """Train with AdamW, the LR schedule, augmentation, an EMA and early stopping, from scratch or from last.pt's state."""
-    clock_started, ranks = time.perf_counter(), ranks or Ranks()
+    started, ranks = time.perf_counter(), ranks or Ranks()
     torch.manual_seed(config.seed)
-    train_idx, val_idx = split_validation(len(data.train_images), config.val_fraction, config.seed)
-    x_train, y_train = data.train_images[train_idx], data.train_labels[train_idx]
-    x_val, y_val = data.train_images[val_idx], data.train_labels[val_idx]
-    mean = x_train.mean(dim=(0, 2, 3)).tolist()
-    std = x_train.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
-    turns = upright_turns(data, train_idx, config.augmentation)
-    if DeviceUse.of(device).data_on_device:
-        x_train, y_train, turns = x_train.to(device), y_train.to(device), None if turns is None else turns.to(device)
-    net_config = dataclasses.replace(
-        config.model, input_shape=tuple(x_train.shape[1:]), num_classes=len(data.classes), mean=tuple(mean), std=tuple(std)
-    )
-    steps_per_epoch = len(batch_starts(len(x_train), config.batch_size, ranks.world))
-    timing = None  # for --budget: the seconds a step takes and the seconds an epoch adds, here
-    if config.budget and resume is None:  # a resumed run starts from the plan it saved, then measures this machine
-        steps, timing = plan_steps(config, net_config, x_train, y_train, len(x_val), device, ranks, clock_started)
-        config = dataclasses.replace(config, epochs=math.ceil(steps / steps_per_epoch), planned_steps=steps)
-    done = (resume.resume["step"], resume.resume["epoch"]) if resume is not None else (0, 0)
-    total_steps = config.planned_steps or done[0] + (config.epochs - done[1]) * steps_per_epoch  # the steps taken may have been others
-    state = TrainingState(config, net_config, device, total_steps, ranks)
+    (x_train, y_train, turns), (x_val, y_val), net_config = split_for_training(data, config, device)
+    state = TrainingState(config, net_config, device, ranks)
     if resume is not None:
-        state.load_state_dict(resume.resume, resume.state_dict, total_steps)
+        state.load_state_dict(resume.resume, resume.state_dict)
+        started = time.perf_counter() - state.seconds_so_far()
         if ranks.main:
             _say_what_moved(resume, device, ranks)
     saving = Checkpoint(net_config, {}, list(data.classes), config, data_fingerprints(data), {})  # filled in each epoch
     opened = open_folder(run_dir) if ranks.main else None  # the run folder is made here, once; no later write recreates it
     if ranks.main and resume is not None:
         restore_best(resume, run_dir)
-    started = (clock_started if resume is None else time.perf_counter()) - state.seconds_so_far()
-    saved, mark = state.epoch, time.perf_counter()
-    first = state.epoch + 1  # this process's first epoch, which also compiles a --compile model
-    curve = CurveRedraws()
+    saved, first, tail, curve = state.epoch, state.epoch + 1, 0.0, CurveRedraws()  # tail: seconds of the last validation and saving
+    steps_per_epoch = len(batch_starts(len(x_train), config.batch_size, ranks.world))
+
+    def progress(steps_into_epoch: int) -> float:  # the same on every rank: a --budget run's clock is rank 0's
+        done = run_progress(config, state.epoch + steps_into_epoch / steps_per_epoch, time.perf_counter() - started + tail)
+        return from_rank0([done], device, ranks)[0] if config.budget and ranks.world > 1 else done
+
     try:
-        while state.epoch < config.epochs:
-            if stopped_early(state.epoch, state.best_epoch, config.patience):
-                if ranks.main:
-                    tqdm.write(f"early stop: no better validation accuracy for {config.patience} epochs", file=sys.stderr)
-                break
+        while state.progress < 1 and not stopped_early(state.epoch, state.best_epoch, config.patience):
             began = time.perf_counter()
-            losses = train_epoch(state, config, x_train, y_train, ranks, turns).cpu().tolist()  # one device sync per epoch
-            trained = time.perf_counter() - began
+            losses, lrs = train_epoch(state, config, x_train, y_train, ranks, progress, turns)
+            losses = losses.cpu().tolist()  # one device sync per epoch
+            if not losses:  # a --budget spent before this epoch's first step
+                break
             if not all(math.isfinite(v) for v in losses):
                 raise UserError(
-                    f"the training loss became NaN/infinite in epoch {state.epoch + 1}; try a smaller --lr. "
-                    f"The last good checkpoint is {run_dir / 'best.pt'}"
+                    f"the training loss became NaN/infinite in epoch {state.epoch + 1}; try a smaller --lr. The last good checkpoint is {run_dir / 'best.pt'}"
                 )
+            trained = time.perf_counter()
             recalibrate_batch_norm(state.final, x_train[: config.batch_norm_images], device, state.memory_format, state.amp)
             val_acc = validate(state.final, x_val, y_val, device, ranks, state.amp)
-            now = time.perf_counter()
-            improved = state.record(losses, val_acc, round(now - started, 2), len(y_val))
-            if config.budget and state.epoch < config.epochs:
-                if not (state.epoch == first and config.compile):
-                    timing = (trained / len(losses), now - mark - trained)  # the validation and the last epoch's saving
-                if timing is not None:
-                    seconds_left = config.budget_share * config.budget - (now - started)
-                    steps = replan_steps(config, state, seconds_left, timing, steps_per_epoch, ranks)
-                    if steps != config.planned_steps:
-                        epochs = state.epoch + math.ceil((steps - state.step) / steps_per_epoch)
-                        if ranks.main and epochs != config.epochs:
-                            per_epoch = timing[0] * steps_per_epoch + timing[1]
-                            say = f"epochs take {per_epoch:.1f} s here, so {steps / steps_per_epoch:.1f} epochs in all"
-                            tqdm.write(f"--budget={config.budget:g}: {say}", file=sys.stderr)
-                        config = dataclasses.replace(config, epochs=epochs, planned_steps=steps)
-                        saving.train_config = config
-                        state.history["config"].update(epochs=epochs, planned_steps=steps)
-                        state.set_total_steps(steps)
+            improved = state.record(losses, lrs, val_acc, round(time.perf_counter() - started, 2), len(y_val))
             if ranks.main:
                 try:
                     save_epoch(state, saving, run_dir, opened, improved, curve)
@@ -949,15 +930,47 @@ def fit(
                     kept = f"{run_dir / 'last.pt'} still holds epoch {saved}" if saved else "no epoch is saved yet"
                     raise WriteFailed(f"{exc} ({kept})") from exc
                 saved = state.epoch
-            mark = now
+                if config.budget and state.epoch == first:
+                    say_budget(config, state, time.perf_counter() - began, time.perf_counter() - started)
+            tail = time.perf_counter() - trained
     except KeyboardInterrupt:
         where = f"{run_dir / 'last.pt'} holds epoch {saved}" if saved else "no epoch had finished"
         raise Interrupted(f"interrupted; {where}; resume with: python fashion_trainer.py train --resume={run_dir / 'last.pt'}") from None
     if ranks.main:
-        curve.draw(state.history, run_dir / "training_curve.png", final=True)  # after an early stop, say
+        if state.progress < 1:
+            tqdm.write(f"early stop: no better validation accuracy for {config.patience} epochs", file=sys.stderr)
+        curve.draw(state.history, run_dir / "training_curve.png", final=True)
     chosen = [e["val_accuracy"] for e in state.history["epochs"] if e["epoch"] == state.best_epoch]
     state.history["best"] = {"epoch": state.best_epoch, "val_accuracy": chosen[0] if chosen else state.best_acc}
     return state.history
+
+
+def split_for_training(data: Data, config: TrainConfig, device: torch.device) -> tuple[tuple, tuple, ModelConfig]:
+    """The training images, labels and upright turns (on the device where it holds them), the validation images and
+    labels, and the network's config completed with the input's shape, classes and statistics."""
+    train_idx, val_idx = split_validation(len(data.train_images), config.val_fraction, config.seed)
+    x_train, y_train = data.train_images[train_idx], data.train_labels[train_idx]
+    turns = upright_turns(data, train_idx, config.augmentation)
+    if DeviceUse.of(device).data_on_device:
+        x_train, y_train, turns = x_train.to(device), y_train.to(device), None if turns is None else turns.to(device)
+    stats = {"mean": tuple(x_train.mean(dim=(0, 2, 3)).tolist()), "std": tuple(x_train.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())}
+    net_config = dataclasses.replace(config.model, input_shape=tuple(x_train.shape[1:]), num_classes=len(data.classes), **stats)
+    return (x_train, y_train, turns), (data.train_images[val_idx], data.train_labels[val_idx]), net_config
+
+
+def say_budget(config: TrainConfig, state: TrainingState, epoch_seconds: float, seconds: float) -> None:
+    """After a --budget run's first epoch here: what an epoch takes and about how many fit."""
+    most = config.budget_most_epochs * DATASETS[config.dataset].epochs
+    fits = state.epoch + max(0.0, config.budget_share * config.budget - seconds) / max(epoch_seconds, 1e-9)
+    capped = (
+        f" (the most a budget trains: {config.budget_most_epochs}× the dataset's {most // config.budget_most_epochs})"
+        if fits > most
+        else ""
+    )
+    tqdm.write(
+        f"--budget={config.budget:g}: an epoch takes {epoch_seconds:.1f} s here, so about {min(fits, most):.1f} epochs{capped}",
+        file=sys.stderr,
+    )
 
 
 @torch.no_grad()
@@ -1003,74 +1016,6 @@ def stopped_early(epoch: int, best_epoch: int, patience: int) -> bool:
     return bool(patience) and epoch - best_epoch >= patience
 
 
-def fitting_steps(seconds: float, step: float, overhead: float, steps_per_epoch: int) -> int:
-    """How many steps fit into `seconds` from the start of an epoch, when a step takes `step` seconds and every epoch,
-    the last one cut short too, adds `overhead` seconds of validation and saving."""
-    epoch = steps_per_epoch * step + overhead
-    whole = max(0, int(seconds // epoch))
-    rest = seconds - whole * epoch - overhead
-    return whole * steps_per_epoch + max(0, int(rest // max(step, 1e-9)))
-
-
-def budget_most_steps(config: TrainConfig, steps_per_epoch: int) -> int:
-    """The most steps a --budget run plans, however fast the device (TrainConfig.budget_most_epochs)."""
-    return config.budget_most_epochs * DATASETS[config.dataset].epochs * steps_per_epoch
-
-
-def plan_steps(
-    config: TrainConfig,
-    net_config: ModelConfig,
-    x_train: Tensor,
-    y_train: Tensor,
-    n_val: int,
-    device: torch.device,
-    ranks: Ranks,
-    started: float,
-) -> tuple[int, tuple[float, float]]:
-    """How many steps fit into --budget seconds here (the last epoch may stop part-way), and the seconds a step takes
-    and an epoch adds, timed on throwaway steps run as the real ones will be (every process its share, compiled if
-    --compile); the run's random streams are left untouched."""
-    (warm, timed), bs = config.probe_steps, config.batch_size
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        probe = TrainingState(config, net_config, device, 1000, ranks)
-        clock = time.perf_counter()
-        train_epoch(probe, config, x_train[: warm * bs], y_train[: warm * bs], ranks).cpu()
-        warm_seconds, clock = time.perf_counter() - clock, time.perf_counter()  # .cpu() waits for a GPU: the clock sees the work
-        n_timed = len(batch_starts(min(len(x_train), timed * bs), bs, ranks.world))
-        train_epoch(probe, config, x_train[: timed * bs], y_train[: timed * bs], ranks).cpu()
-        step = (time.perf_counter() - clock) / n_timed
-    n_warm = len(batch_starts(min(len(x_train), warm * bs), bs, ranks.world))
-    once = max(0.0, warm_seconds - n_warm * step) if config.compile else 0.0  # the real model compiles again
-    steps_per_epoch = len(batch_starts(len(x_train), bs, ranks.world))
-    overhead = step * n_val / bs / 3 / ranks.world + 0.5  # validation (forward only) and saving
-    spent = time.perf_counter() - started + once
-    most = budget_most_steps(config, steps_per_epoch)
-    steps = fitting_steps(config.budget_share * config.budget - spent, step, overhead, steps_per_epoch)
-    steps, step, overhead, spent = from_rank0([float(steps), step, overhead, spent], device, ranks)
-    epoch = steps_per_epoch * step + overhead
-    if steps < steps_per_epoch:
-        need = math.ceil((spent + epoch) / config.budget_share)
-        raise UserError(f"--budget={config.budget:g} is less than one epoch here (about {epoch:.0f} s); give --budget={need} or more")
-    times = config.budget_most_epochs
-    capped = f" (the most a budget trains: {times}× the dataset's {DATASETS[config.dataset].epochs})" if steps > most else ""
-    steps = min(int(steps), most)
-    if ranks.main:
-        print(
-            f"--budget={config.budget:g}: about {epoch:.1f} s an epoch here, so {steps / steps_per_epoch:.1f} epochs{capped}",
-            file=sys.stderr,
-        )
-    return steps, (step, overhead)
-
-
-def replan_steps(
-    config: TrainConfig, state: TrainingState, seconds_left: float, timing: tuple[float, float], steps_per_epoch: int, ranks: Ranks
-) -> int:
-    """The steps in all that fit into --budget, after this epoch, from the seconds steps and epochs really take here
-    (validation, saving and the other processes included): the plan grows or shrinks to end at the budget."""
-    steps = min(state.step + fitting_steps(seconds_left, *timing, steps_per_epoch), budget_most_steps(config, steps_per_epoch))
-    return int(from_rank0([float(steps)], state.device, ranks)[0])
-
-
 def save_epoch(
     state: TrainingState, saving: Checkpoint, run_dir: Path, opened: tuple[int, int], improved: bool, curve: CurveRedraws
 ) -> None:
@@ -1086,11 +1031,10 @@ def save_epoch(
     if improved:
         best.save(run_dir / "best.pt")
     write_atomic(json.dumps(state.history, indent=1).encode(), run_dir / "history.json")
-    epochs = saving.train_config.epochs
-    curve.draw(state.history, run_dir / "training_curve.png", final=state.epoch == epochs)  # a running run can be looked at
+    curve.draw(state.history, run_dir / "training_curve.png", final=state.progress >= 1)  # a running run can be looked at
     tqdm.write(
-        f"epoch {state.epoch}/{epochs}: train loss {last['train_loss']:.4f}, val accuracy {100 * last['val_accuracy']:.2f}%, "
-        f"{last['seconds']:.0f}s",
+        f"{epoch_name(state.epoch, saving.train_config)}: train loss {last['train_loss']:.4f}, "
+        f"val accuracy {100 * last['val_accuracy']:.2f}%, {last['seconds']:.0f}s",
         file=sys.stderr,
     )
 
@@ -1552,9 +1496,10 @@ def open_run(config: TrainConfig, given: dict) -> tuple[Path, Checkpoint | None]
     saved = ckpt.train_config
     _refuse_other_settings(path, config, saved, given)
     state = ckpt.resume
-    if state["epoch"] >= saved.epochs or stopped_early(state["epoch"], state["best_epoch"], saved.patience):
+    progress = state.get("progress", state["epoch"] / (saved.epochs or math.inf))  # a last.pt of the code before 2026-12-04
+    if progress >= 1 or stopped_early(state["epoch"], state["best_epoch"], saved.patience):
         done = (
-            f"{path} holds a finished run (epoch {state['epoch']} of {saved.epochs}, best.pt from epoch {state['best_epoch']}, "
+            f"{path} holds a finished run ({epoch_name(state['epoch'], saved).replace('/', ' of ')}, best.pt from epoch {state['best_epoch']}, "
             f"validation accuracy {100 * ckpt.metrics['best_val_accuracy']:.2f}%)"
         )
         finished = RunFinished(
@@ -1667,7 +1612,7 @@ def _continue(ckpt: Checkpoint, run_dir: Path, flags: dict, verb: str) -> None:
     data = load_data(config.dataset, config.data_dir)
     if fingerprint(data.train_images, data.train_labels) != ckpt.data_fingerprint["train"]:
         raise UserError(f"{config.data_dir}: the training data changed since {run_dir} was saved; going on would not continue the same run")
-    _run_fit(data, run_dir, config, ckpt, f"{verb} {run_dir} after epoch {ckpt.resume['epoch']} of {config.epochs}")
+    _run_fit(data, run_dir, config, ckpt, f"{verb} {run_dir} after {epoch_name(ckpt.resume['epoch'], config).replace('/', ' of ')}")
 
 
 def check_before_reading(config: TrainConfig, run_dir: Path) -> None:
@@ -1704,7 +1649,7 @@ def _say_what_moved(resume: Checkpoint, device: torch.device, ranks: Ranks) -> N
     moves += [f"in {world} process(es) so far and goes on in {ranks.world}"] if world != ranks.world else []
     if moves:
         print(
-            f"note: this run trained {' and '.join(moves)}; its schedule is fitted to the steps it now takes, "
+            f"note: this run trained {' and '.join(moves)}; its schedule follows the share of the run done, "
             "and it will not repeat an uninterrupted run bit for bit",
             file=sys.stderr,
         )

@@ -147,10 +147,10 @@ def test_cuda_epoch_has_no_host_device_synchronisation(tmp_path):
     config = ft.TrainConfig(epochs=1, device="cuda").resolved()
     x, y = data.train_images.to(CUDA), data.train_labels.to(CUDA)
     net_config = dataclasses.replace(ft.P4_CNN, input_shape=(1, 28, 28), num_classes=10, mean=(0.1,), std=(0.3,))
-    state = ft.TrainingState(config, net_config, CUDA, 10, ft.Ranks())
+    state = ft.TrainingState(config, net_config, CUDA, ft.Ranks())
     torch.cuda.set_sync_debug_mode("error")
     try:
-        losses = ft.train_epoch(state, config, x, y, ft.Ranks())
+        losses, _ = ft.train_epoch(state, config, x, y, ft.Ranks(), lambda i: i / 100)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(losses).all()

@@ -166,8 +166,11 @@ def test_a_torchrun_run_is_finished_in_one_process_with_its_schedule_completed(c
     assert code == 0, err
     assert "in 2 process(es) so far and goes on in 1" in err
     last = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
-    schedule = last["resume"]["scheduler"]
-    assert last["resume"]["step"] == 6 + 7 and schedule["last_epoch"] == schedule["total_steps"] == 13  # ended exactly
+    lrs = [step["lr"] for step in last["resume"]["history"]["steps"]]
+    config = ft.Checkpoint.load(tmp_path / "cut" / "last.pt").train_config
+    assert last["resume"]["step"] == 6 + 7 and last["resume"]["progress"] == 1  # ended exactly, its epoch 2 in 7 steps
+    expected = [ft.schedule_at(config, i / 6 / 2)[0] for i in range(6)] + [ft.schedule_at(config, (1 + i / 7) / 2)[0] for i in range(7)]
+    assert lrs == pytest.approx(expected)
     assert last["train_config"]["world_size"] == 1
 
 
@@ -233,12 +236,17 @@ def test_a_gpu_run_continues_on_a_laptop_unfused_with_its_state_where_its_weight
 
 
 class FakeClock:
-    """perf_counter for fashion_trainer.py that moves only when a training step is taken (`per_step` seconds) or when a
-    compiled model first runs (`compile` seconds): plans and budgets can then be checked exactly."""
+    """perf_counter for fashion_trainer.py that moves only when a training step is taken (`per_step` seconds), when a
+    compiled model first runs (`compile` seconds) or when a run validates (`validation` seconds): budgets can then be
+    checked exactly."""
 
-    def __init__(self, monkeypatch, per_step: float, compile: float = 0.0, slower_after: int = 0):
+    def __init__(self, monkeypatch, per_step: float, compile: float = 0.0, slower_after: int = 0, validation: float = 0.0):
         self.now, self.per_step, self.steps = 0.0, per_step, 0
-        real_ema = ft.update_ema
+        real_ema, real_validate = ft.update_ema, ft.validate
+
+        def validate(*args, **kwargs):
+            self.now += validation
+            return real_validate(*args, **kwargs)
 
         def step(*args, **kwargs):
             self.steps += 1
@@ -259,102 +267,86 @@ class FakeClock:
         compiled = Compiled
 
         monkeypatch.setattr(ft, "update_ema", step)
+        monkeypatch.setattr(ft, "validate", validate)
         monkeypatch.setattr(ft.time, "perf_counter", lambda: self.now)
         monkeypatch.setattr(torch, "compile", compiled)
 
 
-def finished_schedule(run: Path) -> tuple[int, int]:
-    """The steps the run's schedule took and the steps it was set to end after."""
-    scheduler = torch.load(run / "last.pt", weights_only=True)["resume"]["scheduler"]
-    return scheduler["last_epoch"], scheduler["total_steps"]
+def finished(run: Path) -> tuple[float, list[float], dict]:
+    """The share of the run its last.pt has done, the learning rate of each step, and the history."""
+    history = json.loads((run / "history.json").read_text())
+    return torch.load(run / "last.pt", weights_only=True)["resume"]["progress"], [s["lr"] for s in history["steps"]], history
 
 
-@pytest.mark.parametrize(("batch_size", "compile"), [(64, False), (64, True), (32, False)])
-def test_budget_runs_end_at_the_budget(cli, tiny_data, tmp_path, monkeypatch, batch_size, compile):
-    # 190 images: 3 steps an epoch at 64 (the probe can time only 3 steps, not 8), 6 at 32
-    clock = FakeClock(monkeypatch, per_step=1.0, compile=10.0 if compile else 0.0)
+@pytest.mark.parametrize(
+    ("batch_size", "compile", "slower_after", "validation"),
+    [(64, False, 0, 0), (64, True, 0, 0), (32, False, 0, 0), (64, False, 6, 0), (64, False, 0, 2)],
+)
+def test_budget_runs_end_at_the_budget_with_their_schedule_complete(
+    cli, tiny_data, tmp_path, monkeypatch, batch_size, compile, slower_after, validation
+):
+    # 190 images: 3 steps an epoch at 64, 6 at 32; a first compiled step takes 10 s more; steps that turn slower midway;
+    # validations that take 2 s each (the last one must fit in too)
+    clock = FakeClock(monkeypatch, per_step=1.0, compile=10.0 if compile else 0.0, slower_after=slower_after, validation=validation)
     flags = ["--compile"] if compile else []
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", f"--batch_size={batch_size}", *flags)
     assert code == 0, err
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert 40 * 0.9 <= clock.now <= 40 * 1.05 and history["epochs"][-1]["seconds"] <= 40 * 1.05  # all of it, not more
-    assert len(history["epochs"]) == history["config"]["epochs"] >= 2
-    assert finished_schedule(tmp_path / "run") == (history["epochs"][-1]["step"], history["config"]["planned_steps"])
-    assert not compile or "epochs in all" not in err  # the plan counted the compiling: no epoch had to be cut
+    progress, lrs, history = finished(tmp_path / "run")
+    assert 40 * 0.95 <= clock.now <= 40 and history["epochs"][-1]["seconds"] <= 40  # (nearly) all of it, not more
+    if not slower_after and not validation:
+        assert clock.now == 39  # the steps take 97 % of the budget, 38.8 s: the 39th second's step is the last
+    assert progress >= 1 and history["config"]["epochs"] is None and len(history["epochs"]) >= 2
+    config = ft.Checkpoint.load(tmp_path / "run" / "last.pt").train_config
+    assert max(lrs) == pytest.approx(config.lr, rel=0.05) and lrs[-1] < 0.05 * config.lr  # warmed up, annealed to the end
 
 
-def test_budget_cuts_the_plan_short_when_the_real_epochs_are_slower(cli, tiny_data, tmp_path, monkeypatch):
-    clock = FakeClock(monkeypatch, per_step=1.0, slower_after=6)  # after the probe's 6 steps every step takes 2 s
-    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
-    assert code == 0, err
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert "so 9.0 epochs" in err and "epochs take 6.0 s here, so 5.3 epochs in all" in err
-    assert 40 * 0.9 <= clock.now <= 40 * 1.05 and len(history["epochs"]) == history["config"]["epochs"] == 6
-    assert finished_schedule(tmp_path / "run") == (16, 16)  # the schedule refitted, and finished
-
-
-def test_budget_stretches_the_plan_when_the_real_epochs_are_faster(cli, tiny_data, tmp_path, monkeypatch):
-    # the plan counts 0.55 s of validation and saving an epoch; here they take no time, so more steps fit than planned
-    clock = FakeClock(monkeypatch, per_step=1.0)
-    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
-    assert code == 0, err
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert "so 9.0 epochs" in err and "so 10.7 epochs in all" in err
-    assert [e["step"] for e in history["epochs"]][-2:] == [30, 32]  # the last epoch stops after 2 of its 3 steps
-    assert 40 * 0.9 <= clock.now <= 40 * 1.05 and finished_schedule(tmp_path / "run") == (32, 32)
-
-
-def test_budget_plans_from_the_steps_it_timed(cli, tiny_data, tmp_path, monkeypatch):
+def test_budget_says_what_an_epoch_takes_and_about_how_many_fit(cli, tiny_data, tmp_path, monkeypatch):
     FakeClock(monkeypatch, per_step=1.0)
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=46", "--batch_size=64")
     assert code == 0, err
-    # 6 s of probing (3 + 3 steps), then epochs of 3 steps + validation + saving: 3.55 s; 0.97 × 46 - 6 = 38.6 s: 10
-    # epochs (35.5 s) and 2 steps of an 11th (3.1 s left, 0.55 s of them its validation): 10.7 epochs (planning into
-    # all 46 s would give 11.0 and overrun by the start-up and the last save)
-    assert "about 3.6 s an epoch here, so 10.7 epochs" in err
+    # 3 steps an epoch at 1 s; validation and saving take no time here: 0.97 × 46 = 44.6 s, so 14.9 epochs; the last one
+    # stops after 2 of its 3 steps, where the budget's share is spent
+    assert "--budget=46: an epoch takes 3.0 s here, so about 14.9 epochs" in err
+    assert [e["step"] for e in json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]][-2:] == [42, 45]
 
 
-def test_a_budget_below_one_epoch_is_said(cli, tiny_data, monkeypatch):
-    FakeClock(monkeypatch, per_step=1.0)
-    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=8", "--batch_size=32")
-    assert_one_line_error(code, err, "--budget=8 is less than one epoch here", "--budget=")
+def test_a_budget_below_one_epoch_trains_what_fits(cli, tiny_data, tmp_path, monkeypatch):
+    clock = FakeClock(monkeypatch, per_step=1.0)
+    code, out, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=4", "--batch_size=32")
+    assert code == 0, err
+    progress, lrs, history = finished(tmp_path / "run")
+    assert len(lrs) == 4 < 6 and clock.now == 4 and progress >= 1 and history["epochs"][0]["step"] == 4
+    assert out.startswith("best checkpoint: run/best.pt (epoch 1")
 
 
 def test_a_fast_device_trains_at_most_four_times_the_datasets_epochs_on_a_budget(cli, tiny_data, tmp_path, monkeypatch):
     FakeClock(monkeypatch, per_step=0.0)
-    steps = {"n": 0}
-    real = ft.update_ema
-
-    def stop_after_the_probe(*args, **kwargs):
-        steps["n"] += 1
-        if steps["n"] > 9:
-            raise KeyboardInterrupt
-        real(*args, **kwargs)
-
-    monkeypatch.setattr(ft, "update_ema", stop_after_the_probe)
+    monkeypatch.setitem(ft.DATASETS, "corruptedmnist", dataclasses.replace(ft.DATASETS["corruptedmnist"], epochs=2))
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=1000", "--batch_size=32")
-    assert code == 130, err
-    epochs = ft.TrainConfig().budget_most_epochs * ft.DATASETS["corruptedmnist"].epochs
-    assert f"so {epochs:.1f} epochs (the most a budget trains" in err
+    assert code == 0, err
+    assert "so about 8.0 epochs (the most a budget trains: 4× the dataset's 2)" in err
+    assert len(finished(tmp_path / "run")[2]["epochs"]) == ft.TrainConfig().budget_most_epochs * 2
 
 
-def test_budget_and_resume_keep_the_plan(cli, tiny_data, tmp_path, monkeypatch):
+def test_budget_and_resume_keep_the_run(cli, tiny_data, tmp_path, monkeypatch):
     FakeClock(monkeypatch, per_step=1.0)
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
     assert code == 0, err
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
-    assert_one_line_error(code, err, "finished run", exit_code=3)  # the same command: the plan is not redone
+    assert_one_line_error(code, err, "finished run", exit_code=3)  # the same command: nothing more is trained
     assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--budget=10", "--epochs=3")[::2], "--budget", exit_code=2)
     assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--budget=0")[::2], "--budget", exit_code=2)
 
 
-def test_a_killed_budget_run_resumes_to_the_end_of_its_plan(cli, tiny_data, tmp_path, monkeypatch):
-    FakeClock(monkeypatch, per_step=1.0)
-    real = ctrl_c_at_step(monkeypatch, 6 + 14)  # after the probe's 6 steps, 2 steps into epoch 5 (3 steps an epoch)
+def test_a_killed_budget_run_continues_to_the_end_of_its_seconds(cli, tiny_data, tmp_path, monkeypatch):
+    clock = FakeClock(monkeypatch, per_step=1.0)
+    real = ctrl_c_at_step(monkeypatch, 20)  # 2 steps into epoch 7 (3 steps an epoch)
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
-    assert code == 130 and "holds epoch 4" in err, err
+    assert code == 130 and "holds epoch 6" in err, err
     monkeypatch.setattr(ft, "update_ema", real)
+    clock.now = 0.0  # a new runtime's clock
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
-    assert code == 0 and "an epoch here" not in err, err  # the saved plan is continued, not made again
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [e["step"] for e in history["epochs"]][-2:] == [30, 32] and finished_schedule(tmp_path / "run") == (32, 32)
+    assert code == 0 and "continuing the unfinished run in run after epoch 6" in err, err
+    progress, lrs, history = finished(tmp_path / "run")
+    # 18 s were saved with epoch 6 (the 1 s of the killed epoch is lost): 21 more steps reach 0.97 × 40 = 38.8 s
+    assert progress >= 1 and len(lrs) == 39 and clock.now == 21 and history["epochs"][-1]["seconds"] == 39

@@ -156,22 +156,28 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(cli, t
 
 
 @pytest.mark.parametrize("scheduler", ft.SCHEDULERS)
-def test_every_scheduler_follows_its_shape(scheduler):
-    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=0.1)
-    sched = ft.make_scheduler(scheduler, opt, 0.1, total_steps=30, warmup_share=ft.TrainConfig().warmup_share)
-    lrs = [opt.param_groups[0]["lr"]]
-    for _ in range(30):
-        opt.step()
-        sched.step()
-        lrs.append(opt.param_groups[0]["lr"])
+def test_every_scheduler_follows_its_shape_over_the_share_of_the_run_done(scheduler):
+    config = ft.TrainConfig(lr=0.1, scheduler=scheduler).resolved()
+    lrs, betas = zip(*(ft.schedule_at(config, i / 30) for i in range(31)))
     if scheduler == "none":
-        assert lrs == [0.1] * 31
-    elif scheduler == "onecycle":  # warms up for a quarter of the steps to the peak, then anneals to almost nothing
-        assert lrs[0] < 0.01 and max(lrs) == pytest.approx(0.1, rel=0.01) and lrs.index(max(lrs)) in (7, 8) and lrs[-1] < 1e-3
+        assert lrs == (0.1,) * 31 and set(betas) == {None}
+    elif scheduler == "onecycle":  # from lr/25 up to the peak at a quarter of the run, then down to lr/25e4; beta1 against it
+        assert lrs[0] == pytest.approx(0.1 / 25) and lrs[-1] == pytest.approx(0.1 / 25e4) and ft.schedule_at(config, 0.25)[0] == 0.1
+        assert all(a < b for a, b in itertools.pairwise(lrs[:8])) and all(a > b for a, b in itertools.pairwise(lrs[8:]))
+        assert (
+            betas[0] == pytest.approx(0.95) and ft.schedule_at(config, 0.25)[1] == pytest.approx(0.85) and betas[-1] == pytest.approx(0.95)
+        )
     elif scheduler == "cosine":
-        assert lrs[0] == 0.1 and all(a >= b for a, b in itertools.pairwise(lrs)) and lrs[-1] < 1e-9
+        assert lrs[0] == 0.1 and all(a > b for a, b in itertools.pairwise(lrs)) and lrs[-1] < 1e-9
     else:  # step: a tenth every third of the run
-        assert lrs[9] == pytest.approx(0.1) and lrs[10] == pytest.approx(0.01) and lrs[20] == pytest.approx(0.001)
+        assert lrs[9] == pytest.approx(0.1) and lrs[10] == pytest.approx(0.01) and lrs[20] == pytest.approx(0.001) == lrs[30]
+
+
+def test_each_step_trains_at_the_schedules_learning_rate_and_history_records_it(cli, tiny_data, tmp_path):
+    assert cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=2", "--batch_size=32", "--scheduler=cosine")[0] == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    config = ft.Checkpoint.load(tmp_path / "run" / "last.pt").train_config
+    assert [s["lr"] for s in history["steps"]] == pytest.approx([ft.schedule_at(config, i / 12)[0] for i in range(12)])  # 6 an epoch
 
 
 def test_validation_split_is_disjoint_seeded_and_sized():
@@ -342,7 +348,7 @@ def _one_batch_state():
     y = torch.from_numpy(labels)
     config = dataclasses.replace(ft.TrainConfig(augment=False, batch_size=64, precision="fp32").resolved(), epochs=2, ema=0.0)
     net = ft.ModelConfig(input_shape=(1, 28, 28), num_classes=10, mean=(0.1,), std=(0.3,), dropout=0.0)
-    return ft.TrainingState(config, net, torch.device("cpu"), 2, ft.Ranks()), config, x, y
+    return ft.TrainingState(config, net, torch.device("cpu"), ft.Ranks()), config, x, y
 
 
 def _gradients_at_each_step(state) -> list:
@@ -352,12 +358,12 @@ def _gradients_at_each_step(state) -> list:
     return seen
 
 
-def test_our_step_starts_every_batch_from_zero_gradients():
+def test_our_step_starts_every_batch_from_zero_gradients(monkeypatch):
     state, config, x, y = _one_batch_state()
-    state.schedule = torch.optim.lr_scheduler.LambdaLR(state.optimizer, lambda _: 0.0)  # weights stay put: same batch, same gradient
+    monkeypatch.setattr(ft, "schedule_at", lambda config, progress: (0.0, None))  # weights stay put: same batch, same gradient
     seen = _gradients_at_each_step(state)
     for _ in range(2):
-        ft.train_epoch(state, config, x, y, ft.Ranks())
+        ft.train_epoch(state, config, x, y, ft.Ranks(), lambda i: 0.0)
     assert len(seen) == 2 and seen[0].abs().sum() > 0
     assert (seen[1] - seen[0]).norm() < 0.02 * seen[0].norm()  # without zero_grad: twice the first (a difference of 100 %)
 
@@ -365,14 +371,14 @@ def test_our_step_starts_every_batch_from_zero_gradients():
 def test_our_step_backpropagates_before_it_steps():
     state, config, x, y = _one_batch_state()
     seen = _gradients_at_each_step(state)
-    ft.train_epoch(state, config, x, y, ft.Ranks())
+    ft.train_epoch(state, config, x, y, ft.Ranks(), lambda i: 0.0)
     assert seen and seen[0] is not None and seen[0].abs().sum() > 0  # without backward(): no gradient at all
 
 
 def test_our_step_moves_the_weights():
     state, config, x, y = _one_batch_state()
     before = [p.detach().clone() for p in state.model.parameters()]
-    ft.train_epoch(state, config, x, y, ft.Ranks())
+    ft.train_epoch(state, config, x, y, ft.Ranks(), lambda i: 0.0)
     assert all(not torch.equal(a, b) for a, b in zip(before, state.model.parameters()))  # without step(): none moves
 
 
@@ -481,7 +487,7 @@ def test_another_lr_starts_and_decays_the_batch_normed_layers_in_proportion_to_i
     for lr in (ft.RECIPE_LR, ft.RECIPE_LR / 30):
         torch.manual_seed(0)
         config = dataclasses.replace(ft.TrainConfig(lr=lr).resolved(), epochs=1)
-        states[lr] = ft.TrainingState(config, net, torch.device("cpu"), 10, ft.Ranks())
+        states[lr] = ft.TrainingState(config, net, torch.device("cpu"), ft.Ranks())
     usual, low = (dict(states[lr].model.named_parameters()) for lr in states)
     model = states[ft.RECIPE_LR].model
     scaled = [
