@@ -129,59 +129,55 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One row of the dataset table: classes, image shape, how its files are read and got, and its training recipe."""
+    """One row of the dataset table: classes, image shape, how its files are read and got, and its training recipe: the
+    defaults of its flags (epochs, lr, weight_decay, ema), its warm-up, its random warps and its network (with the
+    test-time turns), each measured for it; TrainConfig.resolved() fills them in, and a run keeps the ones it started with."""
 
     classes: list[str]
     input_shape: tuple[int, int, int]
     files: str  # how its files are laid out and read: "course" (corrupted MNIST's layouts), "idx" or "cifar" (read_dataset)
+    epochs: int
+    lr: float  # the peak every recipe was measured with; another --lr scales the start and decay to it (TrainingState)
+    weight_decay: float
+    ema: float  # decay of the moving average of the weights
+    warmup_share: float  # of the one-cycle schedule spent rising to --lr
+    augmentation: Recipe
+    model: ModelConfig
     # file name -> "sha256:<hex>" of the decompressed content (survives a mirror's recompression) or "md5:<hex>" of the file;
     # empty for data that is built, not downloaded
     checksums: dict[str, str] = field(default_factory=dict)
     alternatives: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a file also counts as present if one of these is
     mirrors: tuple[str, ...] = ()
     system_dirs: tuple[str, ...] = ()  # folders an OS package installs the files into
-    epochs: int = 10
-    augmentation: Recipe = Recipe()
-    weight_decay: float = 5e-4
-    model: ModelConfig = field(default_factory=lambda: ModelConfig())
-
-
-DIGIT_AUGMENT = Recipe(degrees=10.0, shift=0.12, scale=0.1)
-
-
-# Rotated digits need more training data than upright ones (25k rotated: 99.15 %, 60k rotated: 99.45 %, 25k upright:
-# 99.63 %, measured): filters shared across rotations, slant, aspect and cut-out augmentation and real weight decay
-# stand in for part of the missing data (docs/research.md).
-ROTATED_DIGIT_AUGMENT = dataclasses.replace(DIGIT_AUGMENT, shear=0.3, aspect=0.15, cutout=9)
-
-
-# The course turns each 5,000-digit file by one angle, so a test angle can lie 50° from every training angle: each
-# shard's measured angle is undone and the digits are turned anywhere in ±60° of upright (the corruption is documented
-# as up to ±50°); half are resampled nearest-neighbour, as the course's data is (docs/research.md, 2026-11-29).
-CORRUPTED_MNIST_AUGMENT = dataclasses.replace(ROTATED_DIGIT_AUGMENT, degrees=60.0, upright=True, nearest=0.5)
-
-
-P4_CNN = ModelConfig(
-    stages=((8,), (16, 16), (32, 32)),  # × 4 turns: the plain network's 32; 64, 64; 128, 128 channels
-    rotations=4,
-    init_scale=0.03,  # 0.1: --lr=1e-4 gave 98.93 %
-    tta_degrees=(-10, 0, 10),  # evaluate averages these turns: 99.37 -> 99.46 % and 99.45 % on seeds 0 and 1 (measured)
-    tta_confidence=0.9,  # on a tuning build the turns changed no answer of the 90 % of digits above it (docs/research.md)
-)
 
 
 DEFAULT_DATASET = "corruptedmnist"
 
 
+## Rotated digits need more training data than upright ones (25k rotated: 99.15 %, 60k rotated: 99.45 %, 25k upright:
+## 99.63 %, measured): filters shared across rotations, slant, aspect and cut-out augmentation and real weight decay stand
+## in for part of the missing data. The course turns each 5,000-digit file by one angle, so a test angle can lie 50° from
+## every training angle: each shard's measured angle is undone and the digits are turned anywhere in ±60° of upright (the
+## corruption is documented as up to ±50°); half are resampled nearest-neighbour, as the course's data is
+## (docs/research.md, 2026-11-29).
 DATASETS = {
     DEFAULT_DATASET: DatasetSpec(
         classes=DIGITS,
         input_shape=(1, 28, 28),
         files="course",
         epochs=10,
-        augmentation=CORRUPTED_MNIST_AUGMENT,
+        lr=3e-3,
         weight_decay=0.05,
-        model=P4_CNN,
+        ema=0.998,
+        warmup_share=0.25,
+        augmentation=Recipe(degrees=60.0, shift=0.12, scale=0.1, shear=0.3, aspect=0.15, cutout=9, nearest=0.5, upright=True),
+        model=ModelConfig(
+            stages=((8,), (16, 16), (32, 32)),  # × 4 turns: the plain network's 32; 64, 64; 128, 128 channels
+            rotations=4,
+            init_scale=0.03,  # 0.1: --lr=1e-4 gave 98.93 %
+            tta_degrees=(-10, 0, 10),  # evaluate averages these turns: 99.37 -> 99.46 % and 99.45 % on seeds 0 and 1 (measured)
+            tta_confidence=0.9,  # on a tuning build the turns changed no answer of the 90 % of digits above it (docs/research.md)
+        ),
     ),
     "mnist": DatasetSpec(
         classes=DIGITS,
@@ -195,7 +191,12 @@ DATASETS = {
         },
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
         epochs=8,
-        augmentation=DIGIT_AUGMENT,
+        lr=3e-3,
+        weight_decay=5e-4,
+        ema=0.998,
+        warmup_share=0.25,
+        augmentation=Recipe(degrees=10.0, shift=0.12, scale=0.1),
+        model=ModelConfig(),
     ),
     "fashionmnist": DatasetSpec(
         classes=FASHION_CLASSES,
@@ -210,7 +211,12 @@ DATASETS = {
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         system_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian/Ubuntu package dataset-fashion-mnist
         epochs=10,
+        lr=3e-3,
+        weight_decay=5e-4,
+        ema=0.998,
+        warmup_share=0.25,
         augmentation=Recipe(shift=0.1, hflip=True),  # clothes are upright, but mirror-symmetric
+        model=ModelConfig(),
     ),
     "cifar": DatasetSpec(
         classes=CIFAR_CLASSES,
@@ -220,7 +226,12 @@ DATASETS = {
         alternatives={CIFAR_ARCHIVE: ("cifar-10-batches-py/data_batch_1", "data_batch_1")},  # the archive already extracted
         mirrors=("https://www.cs.toronto.edu/~kriz/",),
         epochs=30,
+        lr=3e-3,
+        weight_decay=5e-4,
+        ema=0.998,
+        warmup_share=0.25,
         augmentation=Recipe(shift=0.25, hflip=True),  # shifts of up to 4 px and flips, as in the literature
+        model=ModelConfig(),
     ),
 }
 
@@ -232,9 +243,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 SCHEDULERS = ("onecycle", "cosine", "step", "none")
-
-
-RECIPE_LR = 3e-3  # the peak learning rate every recipe was measured with; another --lr scales the start and decay to it (TrainingState)
 
 
 # What a flag may do when a run is continued (the same --out again, or --resume): "same" settings must match the saved
@@ -307,7 +315,9 @@ class TrainConfig:
     epochs: int | None = option(
         None, f"passes over the training images (default: the dataset's, {DATASETS[DEFAULT_DATASET].epochs} for corruptedmnist)", integer(1)
     )
-    lr: float = option(RECIPE_LR, "peak learning rate of the schedule", number(0))
+    lr: float | None = option(
+        None, f"peak learning rate of the schedule (default: the dataset's, {DATASETS[DEFAULT_DATASET].lr:g} for corruptedmnist)", number(0)
+    )
     batch_size: int = option(128, "images per step (the global batch under torchrun)", integer(1))
     seed: int = option(0, "seeds the validation split, initial weights, order and augmentation: a CPU run repeats exactly", integer(0))
     device: str = option("auto", f"where to train: {', '.join(DEVICES)} (auto: CUDA, then MPS, then CPU)", choice(*DEVICES), "here")
@@ -316,7 +326,7 @@ class TrainConfig:
     scheduler: str = option("onecycle", f"learning-rate schedule, stepped every batch: {', '.join(SCHEDULERS)}", choice(*SCHEDULERS))
     weight_decay: float | None = option(
         None,
-        f"AdamW weight decay at --lr={RECIPE_LR:g}, scaled by {RECIPE_LR:g}/lr at others (default: the dataset's, "
+        "AdamW weight decay at the dataset's --lr, scaled by it/lr at others (default: the dataset's, "
         f"{DATASETS[DEFAULT_DATASET].weight_decay:g} for corruptedmnist)",
         number(0, low_open=False),
     )
@@ -328,7 +338,11 @@ class TrainConfig:
     precision: str = option(
         "auto", f"{', '.join(PRECISIONS)}; auto: bf16/fp16 autocast where the hardware runs it", choice(*PRECISIONS), "here"
     )
-    ema: float = option(0.998, "decay of the moving average of the weights that is validated and saved (0: off)", number(0, 1, False))
+    ema: float | None = option(
+        None,
+        f"decay of the moving average of the weights that is validated and saved (0: off; default: the dataset's, {DATASETS[DEFAULT_DATASET].ema:g} for corruptedmnist)",
+        number(0, 1, False),
+    )
     compile: bool = option(False, "torch.compile the model: about 40 s to compile, then faster steps", _check_bool)
     budget: float | None = option(
         None, "seconds of training to fit in: the schedule follows the seconds spent, the run ends in them", number(0)
@@ -337,8 +351,8 @@ class TrainConfig:
     augmentation: Recipe | None = None  # the augmentation recipe in use (None: --augment=False)
     model: ModelConfig | None = None  # the dataset's network
     world_size: int = 1  # processes under torchrun
+    warmup_share: float | None = None  # the dataset's
     # The recipe's inner numbers: each was measured, none is a knob a user should need, and a run keeps those it started with.
-    warmup_share: float = 0.25  # of the one-cycle schedule's steps spent rising to --lr
     ema_warmup: float = 10.0  # the moving average's decay ramps as (1 + step) / (ema_warmup + step): short runs average recent steps
     batch_norm_images: int = 2048  # training images the batch-norm statistics are re-measured on before each validation
     budget_share: float = 0.97  # --budget's steps take this share of its seconds (start-up and the last validation the rest)
@@ -347,7 +361,7 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """This config checked flag by flag (a bad one is a UsageError), with the dataset's recipe filled in."""
         if self.budget is not None and self.epochs is not None:
-            raise UsageError("--budget plans the epochs itself; leave --epochs out (or --budget)")
+            raise UsageError("--budget sets the length of the run itself; leave --epochs out (or --budget)")
         checked = dataclasses.replace(
             self,
             **{
@@ -361,7 +375,8 @@ class TrainConfig:
         return dataclasses.replace(
             checked,
             epochs=spec.epochs if checked.epochs is None and checked.budget is None else checked.epochs,
-            weight_decay=spec.weight_decay if checked.weight_decay is None else checked.weight_decay,
+            **{name: getattr(spec, name) for name in ("lr", "weight_decay", "ema") if getattr(checked, name) is None},
+            warmup_share=spec.warmup_share,
             augmentation=dataclasses.replace(spec.augmentation, **degrees) if checked.augment else None,
             model=spec.model,
         )
@@ -714,7 +729,7 @@ class TrainingState:
         self.model = build_model(net_config)
         # Batch norm makes the layers before it blind to their weights' scale, so a step turns them by lr / |w|: weights
         # that start in proportion to --lr and lose the recipe's share per step turn alike at any --lr (docs/research.md)
-        relative = config.lr / RECIPE_LR
+        relative = config.lr / DATASETS[config.dataset].lr
         with torch.no_grad():
             for layer in batch_normed(self.model):
                 layer.weight.mul_(relative)
@@ -848,7 +863,7 @@ def train_epoch(
         tqdm(list(zip(starts, [*starts[1:], len(order)])), desc=epoch_name(state.epoch + 1, config), leave=False, **show)
     ):
         done = progress(i)
-        if done >= 1:
+        if done >= 1 and i:  # a --budget spent: fit decided at the last epoch's end that this one starts
             state.progress = done
             break
         lr, beta1 = schedule_at(config, done)
@@ -874,9 +889,7 @@ def train_epoch(
             update_ema(state.ema_pairs, min(config.ema, (1 + n) / (config.ema_warmup + n)))
         losses.append(loss.detach())
         lrs.append(lr)
-    else:
-        state.progress = progress(len(starts))
-    return (all_sum(torch.stack(losses).float(), ranks) / ranks.world if losses else torch.zeros(0)), lrs
+    return all_sum(torch.stack(losses).float(), ranks) / ranks.world, lrs
 
 
 def epoch_name(epoch: int, config: TrainConfig) -> str:
@@ -913,8 +926,6 @@ def fit(
             began = time.perf_counter()
             losses, lrs = train_epoch(state, config, x_train, y_train, ranks, progress, turns)
             losses = losses.cpu().tolist()  # one device sync per epoch
-            if not losses:  # a --budget spent before this epoch's first step
-                break
             if not all(math.isfinite(v) for v in losses):
                 raise UserError(
                     f"the training loss became NaN/infinite in epoch {state.epoch + 1}; try a smaller --lr. The last good checkpoint is {run_dir / 'best.pt'}"
@@ -923,6 +934,8 @@ def fit(
             recalibrate_batch_norm(state.final, x_train[: config.batch_norm_images], device, state.memory_format, state.amp)
             val_acc = validate(state.final, x_val, y_val, device, ranks, state.amp)
             improved = state.record(losses, lrs, val_acc, round(time.perf_counter() - started, 2), len(y_val))
+            tail = max(tail, time.perf_counter() - trained)
+            state.progress = max(state.progress, progress(0))  # whether another epoch starts, saved with this one
             if ranks.main:
                 try:
                     save_epoch(state, saving, run_dir, opened, improved, curve)
@@ -1119,14 +1132,7 @@ def evaluate(
     plot_path = Path(str(checkpoint)).with_name(Path(str(checkpoint)).stem + "_confusion.png") if plot is None else Path(str(plot))
     check_writable(plot_path.parent)  # before any data is read
     data = load_data(dataset, data_dir, train=False)  # the training split is never used here: not even read
-    trained_on = list(ckpt.model_config.input_shape)
-    if list(data.test_images.shape[1:]) != trained_on:
-        raise UserError(
-            f"{checkpoint} takes {'×'.join(map(str, trained_on))} images, {dataset} has {'×'.join(map(str, data.test_images.shape[1:]))}; pass the --dataset it was trained on"
-        )
-    expected = ckpt.data_fingerprint.get("test")
-    if expected and expected != fingerprint(data.test_images, data.test_labels):
-        print(f"warning: this test data ({data.source}) differs from the test data the model was trained beside", file=sys.stderr)
+    _check_test_data(ckpt, dataset, data)
     degrees = list(ckpt.model_config.tta_degrees) if tta else []
     confidence = ckpt.model_config.tta_confidence
     if degrees:
@@ -1145,6 +1151,18 @@ def evaluate(
     print(f"Test accuracy: {100 * correct / max(total, 1):.2f}% ({correct}/{total}){_sample_caution(ckpt, data)}")
     plot_confusion(confusion, classes, f"{dataset} test: {100 * correct / max(total, 1):.2f}% correct", plot_path)
     print(f"confusion matrix: {plot_path}", file=sys.stderr)
+
+
+def _check_test_data(ckpt: Checkpoint, dataset: str, data: Data) -> None:
+    """Refuse test images of another shape than the model takes; warn where they are not those it was trained beside."""
+    trained_on, shape = list(ckpt.model_config.input_shape), list(data.test_images.shape[1:])
+    if shape != trained_on:
+        raise UserError(
+            f"{ckpt.path} takes {'×'.join(map(str, trained_on))} images, {dataset} has {'×'.join(map(str, shape))}; pass the --dataset it was trained on"
+        )
+    expected = ckpt.data_fingerprint.get("test")
+    if expected and expected != fingerprint(data.test_images, data.test_labels):
+        print(f"warning: this test data ({data.source}) differs from the test data the model was trained beside", file=sys.stderr)
 
 
 def _sample_caution(ckpt: Checkpoint, data: Data) -> str:
@@ -1244,10 +1262,11 @@ def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags
     if unfinished is not None:
         return _continue(unfinished, run_dir, flags, "continuing the unfinished run in")
     check_before_reading(config, run_dir)
-    if not RECIPE_LR / 10 <= config.lr <= RECIPE_LR * 10 and Ranks.launched().main:
-        far = f"{RECIPE_LR / config.lr:.0f}× below" if config.lr < RECIPE_LR else f"{config.lr / RECIPE_LR:.0f}× above"
+    recipe_lr = DATASETS[config.dataset].lr
+    if not recipe_lr / 10 <= config.lr <= recipe_lr * 10 and Ranks.launched().main:
+        far = f"{recipe_lr / config.lr:.0f}× below" if config.lr < recipe_lr else f"{config.lr / recipe_lr:.0f}× above"
         print(
-            f"note: --lr={config.lr:g} is {far} the {RECIPE_LR:g} this recipe was measured with; the batch-normed layers' "
+            f"note: --lr={config.lr:g} is {far} the {recipe_lr:g} this recipe was measured with; the batch-normed layers' "
             "starting weights and decay follow it, but expect a little less accuracy in the same epochs (README, Results)",
             file=sys.stderr,
         )
@@ -2435,25 +2454,9 @@ def prepare(
     """
     spec = _check_dataset(dataset)
     _check_bool("if_missing", if_missing)
-    if spec.checksums:  # a downloadable dataset: fetch and check it
-        if source is not None:
-            raise UsageError(
-                f"--source is for building corruptedmnist; for {dataset} put the files in a folder and pass --data_dir to train"
-            )
-        folder = fetch(dataset, Path(str(out or Path("data") / dataset)), (str(mirror),) if mirror else spec.mirrors)
-        data = read_dataset(spec, folder)
-        print(f"{dataset} is ready in {folder}: {len(data.train_images)} train / {len(data.test_images)} test images")
-        return
-    course = _check_choice("mode", mode, PREPARE_MODES) == "course"
-    plan = {
-        "mode": mode,
-        "interpolation": _check_choice("interpolation", interpolation, INTERPOLATIONS),
-        "seed": _check_int("seed", seed, 0),
-    }
-    plan["degrees"] = _check_float("degrees", degrees, 0, 180, low_open=False, high_open=False)
-    plan["train_shards"] = _check_int("train_shards", (6 if course else 5) if train_shards is None else train_shards, 1)
-    plan["shard_size"] = _check_int("shard_size", shard_size, 1)
-    plan["test_size"] = _check_int("test_size", (5000 if course else 10000) if test_size is None else test_size, 1)
+    if spec.checksums:
+        return _fetch_dataset(dataset, out, source, mirror)
+    plan = _prepare_plan(mode, degrees, interpolation, train_shards, shard_size, test_size, seed)
     found = find_corrupted_mnist([Path(str(out))] if out else DATA_SEARCH) if if_missing else None
     if found is not None:
         return _say_what_is_built(*found, plan)
@@ -2461,24 +2464,48 @@ def prepare(
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise UsageError(f"--out {out_dir} already holds data; pass --force to rebuild it")
     check_writable(out_dir.parent)  # before any download or reading
-    if source is None:
-        src = fetch(
-            "mnist",
-            Path("data/mnist"),
-            (str(mirror),) if mirror else DATASETS["mnist"].mirrors,
-            "then run: python fashion_trainer.py prepare --source=FOLDER",
-        )
-    else:
-        src = Path(str(source)).expanduser()
-        if not src.is_dir():
-            raise UserError(f"--source {src} is not a folder; it must hold the four official MNIST .gz files")
-    splits, plan = build_corrupted_mnist(read_idx_arrays(src), plan)
+    splits, plan = build_corrupted_mnist(read_idx_arrays(_mnist_source(source, mirror)), plan)
     write_corrupted_mnist(out_dir, splits, plan)
-    angles = "one angle per shard" if course else "each image its own angle"
+    angles = "one angle per shard" if mode == "course" else "each image its own angle"
     print(
         f"wrote {plan['train_shards']} × {plan['shard_size']} train and {plan['test_size']} test images rotated within ±{degrees:g}° "
         f"({angles}, {interpolation}) to {out_dir}"
     )
+
+
+def _prepare_plan(mode: str, degrees: float, interpolation: str, train_shards, shard_size: int, test_size, seed: int) -> dict:
+    """`prepare`'s flags checked, with the sizes its --mode implies where they are not given: what prepare.json records."""
+    course = _check_choice("mode", mode, PREPARE_MODES) == "course"
+    return {
+        "mode": mode,
+        "interpolation": _check_choice("interpolation", interpolation, INTERPOLATIONS),
+        "seed": _check_int("seed", seed, 0),
+        "degrees": _check_float("degrees", degrees, 0, 180, low_open=False, high_open=False),
+        "train_shards": _check_int("train_shards", (6 if course else 5) if train_shards is None else train_shards, 1),
+        "shard_size": _check_int("shard_size", shard_size, 1),
+        "test_size": _check_int("test_size", (5000 if course else 10000) if test_size is None else test_size, 1),
+    }
+
+
+def _fetch_dataset(dataset: str, out: str | None, source: str | None, mirror: str | None) -> None:
+    """`prepare --dataset=NAME` of a downloadable dataset: fetch its files, check them and say where they are."""
+    if source is not None:
+        raise UsageError(f"--source is for building corruptedmnist; for {dataset} put the files in a folder and pass --data_dir to train")
+    spec = DATASETS[dataset]
+    folder = fetch(dataset, Path(str(out or Path("data") / dataset)), (str(mirror),) if mirror else spec.mirrors)
+    data = read_dataset(spec, folder)
+    print(f"{dataset} is ready in {folder}: {len(data.train_images)} train / {len(data.test_images)} test images")
+
+
+def _mnist_source(source: str | None, mirror: str | None) -> Path:
+    """The folder of the four MNIST IDX files that `prepare` builds from: --source, or a verified download."""
+    if source is None:
+        mirrors = (str(mirror),) if mirror else DATASETS["mnist"].mirrors
+        return fetch("mnist", Path("data/mnist"), mirrors, "then run: python fashion_trainer.py prepare --source=FOLDER")
+    src = Path(str(source)).expanduser()
+    if not src.is_dir():
+        raise UserError(f"--source {src} is not a folder; it must hold the four official MNIST .gz files")
+    return src
 
 
 def _say_what_is_built(folder: Path, layout: str, plan: dict) -> None:

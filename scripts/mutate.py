@@ -190,8 +190,8 @@ MUTATIONS = [
     ),
     (
         "budget: a spent budget still steps",
-        "        if done >= 1:\n            state.progress = done\n            break",
-        "        if False:\n            state.progress = done\n            break",
+        "        if done >= 1 and i:",
+        "        if False:",
         "tests/test_resume.py -k budget",
     ),
     (
@@ -350,6 +350,56 @@ MUTATIONS = [
         "                sync_folder(path.parent)",
         "tests/test_resume.py -k whole_last_pt",
     ),
+    (
+        "faults: written in place, not renamed",
+        '            with open(tmp, "wb") as f:',
+        '            with open(path, "wb") as f:',
+        "tests/test_resume.py -k whole_last_pt",
+    ),
+    (
+        "state: best.pt written before last.pt",
+        'dataclasses.replace(best, resume=state.state_dict()).save(run_dir / "last.pt", previous=run_dir / "last.prev.pt")\n    if improved:\n        best.save(run_dir / "best.pt")',
+        'if improved:\n        best.save(run_dir / "best.pt")\n    dataclasses.replace(best, resume=state.state_dict()).save(run_dir / "last.pt", previous=run_dir / "last.prev.pt")',
+        "tests/test_resume.py -k whole_last_pt",
+    ),
+    (
+        "state: no fall-back to last.prev.pt",
+        'for name in ("last.pt", "last.prev.pt"):',
+        'for name in ("last.pt",):',
+        "tests/test_training.py -k falls_back",
+    ),
+    (
+        "resume: a continued run not checked first",
+        '        config = dataclasses.replace(config, precision="auto")\n    check_before_reading(config, run_dir)',
+        '        config = dataclasses.replace(config, precision="auto")\n    pass',
+        "tests/test_faults.py -k continued_run",
+    ),
+    (
+        "state: optimizer values kept as saved",
+        "                    values[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)",
+        "                    values[key] = value",
+        "tests/test_resume.py -k loaded_optimizer",
+    ),
+    (
+        "state: step counters kept as saved",
+        '                    values[key] = value.to(param.device if on_device else "cpu", torch.float32)',
+        "                    values[key] = value",
+        "tests/test_resume.py -k loaded_optimizer",
+    ),
+    (
+        "batches: one image a process",
+        "if len(starts) > 1 and n - starts[-1] < 2 * world:",
+        "if len(starts) > 1 and n - starts[-1] < 2:",
+        "tests/test_resume.py -k torchrun",
+    ),
+    (
+        "ema: the average never moves",
+        "update_ema(state.ema_pairs, min(config.ema, (1 + n) / (config.ema_warmup + n)))",
+        "update_ema(state.ema_pairs, 1.0)",
+        "tests/test_training.py",
+    ),
+    ("early stop: never", "return bool(patience) and epoch - best_epoch >= patience", "return False", "tests/test_training.py -k early"),
+    ("sigterm: not caught", "        signal.signal(signal.SIGTERM, interrupt)", "        pass", "tests/test_training.py -k sigterm"),
     ("faults: no plain words", 'errno.ENOSPC: "no space left on the disk",', 'errno.ENOSPC: "error",', "tests/test_faults.py -k mid_run"),
 ]
 

@@ -146,6 +146,8 @@ def test_the_file_reads_top_down_the_story_of_a_run_above_the_appendix():
     assert next(i for i, line in enumerate(lines, 1) if ".backward(" in line) < appendix
     for name in ("Checkpoint", "open_run", "DeviceUse", "write_atomic", "prepare", "show"):
         assert defined[name] > appendix, f"{name} is in the story"
+    lengths = {n.name: n.end_lineno - n.lineno + 1 for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef)}
+    assert max(lengths.values()) <= 60, sorted(lengths.items(), key=lambda item: -item[1])[:3]  # every function on a screen
 
 
 def test_the_readme_stays_a_users_page():

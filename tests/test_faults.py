@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import assert_one_line_error, ft, weights_hash
+from conftest import assert_one_line_error, ctrl_c_at_step, ft, weights_hash
 
 ARGS = ("--epochs=3", "--batch_size=32")
 
@@ -167,6 +167,17 @@ def test_an_unwritable_out_is_found_before_any_data_is_read(cli, monkeypatch, co
     assert_one_line_error(*result[::2], "could not write to run", words)
     result = cli("prepare", "--source=no/such/mnist", "--out=built")
     assert_one_line_error(*result[::2], "could not write to", words)
+
+
+def test_a_continued_run_is_checked_before_any_data_is_read(cli, tiny_data, monkeypatch):
+    args = ("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)
+    real = ctrl_c_at_step(monkeypatch, 8)  # in epoch 2: last.pt holds epoch 1
+    assert cli(*args)[0] == 130
+    monkeypatch.setattr(ft, "update_ema", real)
+    monkeypatch.setattr(ft, "load_data", lambda *a, **k: pytest.fail("the data was read before the run folder was tried"))
+    _unwritable(monkeypatch, errno.EROFS)  # the mount turned read-only
+    for command in (args, ("train", "--resume=run")):
+        assert_one_line_error(*cli(*command)[::2], "could not write to run", "read-only")
 
 
 def test_an_out_whose_parent_is_a_file_is_one_line(cli, tiny_data, tmp_path):

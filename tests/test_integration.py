@@ -59,5 +59,5 @@ def test_shard_angles_of_the_course_generator_are_measured_within_two_degrees(cl
     measured = ft.shard_angles(data.train_images, data.train_labels, data.train_shards)
     drawn = json.loads((tmp_path / "c" / "prepare.json").read_text())["train_angles"]
     assert len(measured) == 6 and max(abs(m - d) for m, d in zip(measured.tolist(), drawn)) < 2
-    turns = ft.upright_turns(data, torch.arange(len(data.train_labels)), ft.CORRUPTED_MNIST_AUGMENT)
+    turns = ft.upright_turns(data, torch.arange(len(data.train_labels)), ft.DATASETS["corruptedmnist"].augmentation)
     assert torch.allclose(turns[::1000], -measured)

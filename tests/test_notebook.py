@@ -67,6 +67,16 @@ def test_notebook_defaults_are_the_trainers_own():
     assert "!python fashion_trainer.py train --lr=1e-4" in "".join(c.source for c in nb.cells)
 
 
+def test_the_readmes_colab_section_names_every_parameter_of_the_notebook():
+    """The README's Colab section and the notebook cannot drift apart on what a user sets: each parameter is explained."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    parameters: dict = {}
+    exec(nb.cells[1].source, {}, parameters)
+    section = (ROOT / "README.md").read_text().split("## Google Colab")[1].split("\n## ")[0]
+    assert not [name for name in parameters if f"`{name}`" not in section and f"`{name}=" not in section]
+    assert "give it a minute" in section and "give it a minute" in "".join(c.source for c in nb.cells)
+
+
 class Runtime(nbclient.NotebookClient):
     """One Colab runtime: a kernel that lives across several Run alls; counts the redraws of displayed images."""
 

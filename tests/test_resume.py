@@ -215,6 +215,24 @@ def test_a_cpu_run_continues_on_a_t4_with_fused_adamw_and_the_gradient_scaler(cl
     assert moved
 
 
+def test_a_loaded_optimizer_state_lies_where_and_as_its_weights_do():
+    """A state saved by another device or layout (a Mac's contiguous weights) goes where this device's weights are, in
+    their memory layout, with float32 step counters, whatever the checkpoint held."""
+    saved_model = torch.nn.Conv2d(2, 4, 3)  # contiguous, as on a Mac
+    saving = torch.optim.AdamW(saved_model.parameters())
+    saved_model(torch.rand(1, 2, 5, 5)).sum().backward()
+    saving.step()
+    saved = saving.state_dict()
+    for state in saved["state"].values():
+        state["step"] = state["step"].double()  # a counter of another dtype
+    model = torch.nn.Conv2d(2, 4, 3).to(memory_format=torch.channels_last)  # this device's layout
+    optimizer = torch.optim.AdamW(model.parameters())
+    ft.load_optimizer(optimizer, saved)
+    state = optimizer.state[model.weight]
+    assert state["exp_avg"].is_contiguous(memory_format=torch.channels_last) and state["exp_avg_sq"].stride() == model.weight.stride()
+    assert state["step"].dtype == torch.float32 and state["step"].device.type == "cpu"
+
+
 def test_a_gpu_run_continues_on_a_laptop_unfused_with_its_state_where_its_weights_are(cli, tiny_data, tmp_path, monkeypatch):
     with monkeypatch.context() as gpu:
         _policy(gpu, fused_adamw=True)  # as on CUDA: fused AdamW, step counters beside the weights
@@ -328,11 +346,14 @@ def test_a_fast_device_trains_at_most_four_times_the_datasets_epochs_on_a_budget
     assert len(finished(tmp_path / "run")[2]["epochs"]) == ft.TrainConfig().budget_most_epochs * 2
 
 
-def test_budget_and_resume_keep_the_run(cli, tiny_data, tmp_path, monkeypatch):
-    FakeClock(monkeypatch, per_step=1.0)
-    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
+@pytest.mark.parametrize(("budget", "validation"), [(40, 0.0), (38, 2.0)])
+def test_budget_and_resume_keep_the_run(cli, tiny_data, tmp_path, monkeypatch, budget, validation):
+    # 38 s with validations of 2 s: epoch 7's steps end at 33 s, short of the budget's 36.9 s, but after its validation
+    # no step of an 8th fits: the run is finished with epoch 7, and saved as finished
+    FakeClock(monkeypatch, per_step=1.0, validation=validation)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", f"--budget={budget}", "--batch_size=64")
     assert code == 0, err
-    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", f"--budget={budget}", "--batch_size=64")
     assert_one_line_error(code, err, "finished run", exit_code=3)  # the same command: nothing more is trained
     assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--budget=10", "--epochs=3")[::2], "--budget", exit_code=2)
     assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--budget=0")[::2], "--budget", exit_code=2)

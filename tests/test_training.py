@@ -221,7 +221,9 @@ def test_ink_orientation_turns_twice_as_far_as_the_image_and_shards_are_told_apa
     angles = ft.shard_angles(images, labels.repeat(3), torch.arange(3).repeat_interleave(12))
     assert abs(float(angles[1] - angles[0]) - 30) < 3 and abs(float(angles[2] - angles[0]) + 20) < 3
     assert (
-        ft.upright_turns(ft.Data(images, labels.repeat(3), bars, labels, ft.DIGITS, "x"), torch.arange(36), ft.CORRUPTED_MNIST_AUGMENT)
+        ft.upright_turns(
+            ft.Data(images, labels.repeat(3), bars, labels, ft.DIGITS, "x"), torch.arange(36), ft.DATASETS["corruptedmnist"].augmentation
+        )
         is None
     )
 
@@ -332,10 +334,16 @@ def test_sigterm_stops_like_ctrl_c(cli, tiny_data, monkeypatch):
     def terminate(*a, **k):
         os.kill(os.getpid(), signal.SIGTERM)
 
+    def unhandled(signum, frame):  # stands in for the default action, which would end this test process
+        raise SystemExit("SIGTERM reached the default action: the run would die without a word")
+
     monkeypatch.setattr(ft, "update_ema", terminate)
-    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=2")
+    signal.signal(signal.SIGTERM, unhandled)
+    try:
+        code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=2")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     assert_one_line_error(code, err, "interrupted", "no epoch had finished", exit_code=130)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # ----------------------------------------------------------------------------- the three calls of a training step
@@ -482,14 +490,14 @@ def test_another_lr_starts_and_decays_the_batch_normed_layers_in_proportion_to_i
     """Batch norm makes the layers before it blind to their weights' scale, so a step turns them by lr / |w|: at 1/30 of
     the recipe's --lr the convolutions and the hidden layer start 30× smaller (the same random draw) and each step decays
     the same share of them."""
-    net = dataclasses.replace(ft.P4_CNN, input_shape=(1, 28, 28), num_classes=10)
+    net = dataclasses.replace(ft.DATASETS["corruptedmnist"].model, input_shape=(1, 28, 28), num_classes=10)
     states = {}
-    for lr in (ft.RECIPE_LR, ft.RECIPE_LR / 30):
+    for lr in (ft.DATASETS["corruptedmnist"].lr, ft.DATASETS["corruptedmnist"].lr / 30):
         torch.manual_seed(0)
         config = dataclasses.replace(ft.TrainConfig(lr=lr).resolved(), epochs=1)
         states[lr] = ft.TrainingState(config, net, torch.device("cpu"), ft.Ranks())
     usual, low = (dict(states[lr].model.named_parameters()) for lr in states)
-    model = states[ft.RECIPE_LR].model
+    model = states[ft.DATASETS["corruptedmnist"].lr].model
     scaled = [
         f"{name}.weight"
         for name, m in model.named_modules()
