@@ -400,6 +400,12 @@ MUTATIONS = [
     ),
     ("early stop: never", "return bool(patience) and epoch - best_epoch >= patience", "return False", "tests/test_training.py -k early"),
     ("sigterm: not caught", "        signal.signal(signal.SIGTERM, interrupt)", "        pass", "tests/test_training.py -k sigterm"),
+    (
+        "mc_dropout: the entropy in bits",
+        "entropy = float(-(mean * mean.clamp_min(1e-12).log()).sum())",
+        "entropy = float(-(mean * mean.clamp_min(1e-12).log2()).sum())",
+        "tests/test_inspection.py -k histogram",
+    ),
     ("faults: no plain words", 'errno.ENOSPC: "no space left on the disk",', 'errno.ENOSPC: "error",', "tests/test_faults.py -k mid_run"),
 ]
 

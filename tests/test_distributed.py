@@ -9,7 +9,8 @@ import torch
 from conftest import ROOT, ft
 
 
-def test_torchrun_two_processes_train_data_parallel(tmp_path, tiny_data):
+def test_torchrun_two_processes_train_data_parallel(tmp_path, tiny_data, capsys, monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "fashion_trainer.py")]
     args = ["train", f"--data_dir={tiny_data}", "--out=run", "--epochs=2", "--batch_size=32", "--device=cpu"]
@@ -30,3 +31,5 @@ def test_torchrun_two_processes_train_data_parallel(tmp_path, tiny_data):
     assert not any(k.startswith("module.") for k in state["state_dict"])  # the plain model's weights, not DDP's wrapper
     code = ft.main(["evaluate", str(tmp_path / "run" / "best.pt"), f"--data_dir={tiny_data}"])
     assert code == 0
+    accuracy = float(capsys.readouterr().out.split("Test accuracy: ")[1].split("%")[0])
+    assert accuracy >= 60  # the bars of the tiny data were learned across the two processes (chance: 10 %)
