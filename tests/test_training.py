@@ -88,6 +88,8 @@ def test_a_large_batch_short_run_is_validated_with_its_own_batch_statistics(cli,
     assert code == 0, err
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert max(e["val_accuracy"] for e in history["epochs"]) >= 0.6, history["epochs"]
+    code, out, err = cli("evaluate", "run/best.pt", f"--data_dir={tiny_data}")  # and on all 50 test images (measured 88-98 %)
+    assert code == 0 and float(out.split("Test accuracy: ")[1].split("%")[0]) >= 80, out + err
 
 
 def test_early_stopping_keeps_the_best_checkpoint(cli, tiny_data, tmp_path, monkeypatch):
