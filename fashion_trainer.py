@@ -870,14 +870,13 @@ def train_epoch(
         for group in state.optimizer.param_groups:
             group["lr"], group["betas"] = lr, (group["betas"][0] if beta1 is None else beta1, group["betas"][1])
         idx = order[start:end]
-        x = x_train[idx[ranks.rank :: ranks.world].to(x_train.device)]
+        mine = idx[ranks.rank :: ranks.world].to(x_train.device)  # this rank's share of the global batch
+        x = x_train[mine]
         if config.augmentation:  # random numbers for the whole global batch: every rank's generator stays in step
             rand = torch.rand(len(idx), AUGMENT_RANDOMS, generator=gen, device=gen.device)[ranks.rank :: ranks.world] * 2 - 1
-            x = augment_batch(
-                x, rand.to(x_train.device), config.augmentation, None if turns is None else turns[idx[ranks.rank :: ranks.world]]
-            )
+            x = augment_batch(x, rand.to(x_train.device), config.augmentation, None if turns is None else turns[mine])
         x = x.to(state.device, non_blocking=state.use.non_blocking).contiguous(memory_format=state.memory_format)
-        y = y_train[idx[ranks.rank :: ranks.world].to(x_train.device)].to(state.device, non_blocking=state.use.non_blocking)
+        y = y_train[mine].to(state.device, non_blocking=state.use.non_blocking)
         with autocast(state.device, state.amp):
             loss = F.cross_entropy(state.net(x).float(), y, label_smoothing=config.label_smoothing)
         state.optimizer.zero_grad(set_to_none=True)
@@ -928,7 +927,8 @@ def fit(
             losses = losses.cpu().tolist()  # one device sync per epoch
             if not all(math.isfinite(v) for v in losses):
                 raise UserError(
-                    f"the training loss became NaN/infinite in epoch {state.epoch + 1}; try a smaller --lr. The last good checkpoint is {run_dir / 'best.pt'}"
+                    f"the training loss became NaN/infinite in epoch {state.epoch + 1}; try a smaller --lr. "
+                    f"The last good checkpoint is {run_dir / 'best.pt'}"
                 )
             trained = time.perf_counter()
             recalibrate_batch_norm(state.final, x_train[: config.batch_norm_images], device, state.memory_format, state.amp)
@@ -945,7 +945,7 @@ def fit(
                 saved = state.epoch
                 if config.budget and state.epoch == first:
                     say_budget(config, state, time.perf_counter() - began, time.perf_counter() - started)
-            tail = time.perf_counter() - trained
+            tail = time.perf_counter() - trained  # this epoch's validation and saving, counted ahead in the next
     except KeyboardInterrupt:
         where = f"{run_dir / 'last.pt'} holds epoch {saved}" if saved else "no epoch had finished"
         raise Interrupted(f"interrupted; {where}; resume with: python fashion_trainer.py train --resume={run_dir / 'last.pt'}") from None
