@@ -183,7 +183,7 @@ MUTATIONS = [
         "tests/test_resume.py -k budget_runs_end",
     ),
     (
-        "budget: the last validation not counted",
+        "budget: the last saving not counted ahead",
         "            tail = time.perf_counter() - trained",
         "            tail = 0.0",
         "tests/test_resume.py -k budget",

@@ -255,16 +255,22 @@ def test_a_gpu_run_continues_on_a_laptop_unfused_with_its_state_where_its_weight
 
 class FakeClock:
     """perf_counter for fashion_trainer.py that moves only when a training step is taken (`per_step` seconds), when a
-    compiled model first runs (`compile` seconds) or when a run validates (`validation` seconds): budgets can then be
-    checked exactly."""
+    compiled model first runs (`compile` seconds), when a run validates (`validation` seconds) or saves an epoch
+    (`saving` seconds): budgets can then be checked exactly."""
 
-    def __init__(self, monkeypatch, per_step: float, compile: float = 0.0, slower_after: int = 0, validation: float = 0.0):
+    def __init__(
+        self, monkeypatch, per_step: float, compile: float = 0.0, slower_after: int = 0, validation: float = 0.0, saving: float = 0.0
+    ):
         self.now, self.per_step, self.steps = 0.0, per_step, 0
-        real_ema, real_validate = ft.update_ema, ft.validate
+        real_ema, real_validate, real_save = ft.update_ema, ft.validate, ft.save_epoch
 
         def validate(*args, **kwargs):
             self.now += validation
             return real_validate(*args, **kwargs)
+
+        def save_epoch(*args, **kwargs):
+            self.now += saving
+            return real_save(*args, **kwargs)
 
         def step(*args, **kwargs):
             self.steps += 1
@@ -286,6 +292,7 @@ class FakeClock:
 
         monkeypatch.setattr(ft, "update_ema", step)
         monkeypatch.setattr(ft, "validate", validate)
+        monkeypatch.setattr(ft, "save_epoch", save_epoch)
         monkeypatch.setattr(ft.time, "perf_counter", lambda: self.now)
         monkeypatch.setattr(torch, "compile", compiled)
 
@@ -297,21 +304,23 @@ def finished(run: Path) -> tuple[float, list[float], dict]:
 
 
 @pytest.mark.parametrize(
-    ("batch_size", "compile", "slower_after", "validation"),
-    [(64, False, 0, 0), (64, True, 0, 0), (32, False, 0, 0), (64, False, 6, 0), (64, False, 0, 2)],
+    ("batch_size", "compile", "slower_after", "validation", "saving"),
+    [(64, False, 0, 0, 0), (64, True, 0, 0, 0), (32, False, 0, 0, 0), (64, False, 6, 0, 0), (64, False, 0, 2, 0), (64, False, 0, 1, 2)],
 )
 def test_budget_runs_end_at_the_budget_with_their_schedule_complete(
-    cli, tiny_data, tmp_path, monkeypatch, batch_size, compile, slower_after, validation
+    cli, tiny_data, tmp_path, monkeypatch, batch_size, compile, slower_after, validation, saving
 ):
     # 190 images: 3 steps an epoch at 64, 6 at 32; a first compiled step takes 10 s more; steps that turn slower midway;
-    # validations that take 2 s each (the last one must fit in too)
-    clock = FakeClock(monkeypatch, per_step=1.0, compile=10.0 if compile else 0.0, slower_after=slower_after, validation=validation)
+    # validations and saves that take seconds (the last ones must fit in too)
+    clock = FakeClock(
+        monkeypatch, per_step=1.0, compile=10.0 if compile else 0.0, slower_after=slower_after, validation=validation, saving=saving
+    )
     flags = ["--compile"] if compile else []
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", f"--batch_size={batch_size}", *flags)
     assert code == 0, err
     progress, lrs, history = finished(tmp_path / "run")
     assert 40 * 0.95 <= clock.now <= 40 and history["epochs"][-1]["seconds"] <= 40  # (nearly) all of it, not more
-    if not slower_after and not validation:
+    if not slower_after and not validation and not saving:
         assert clock.now == 39  # the steps take 97 % of the budget, 38.8 s: the 39th second's step is the last
     assert progress >= 1 and history["config"]["epochs"] is None and len(history["epochs"]) >= 2
     config = ft.Checkpoint.load(tmp_path / "run" / "last.pt").train_config
