@@ -406,6 +406,18 @@ MUTATIONS = [
         "entropy = float(-(mean * mean.clamp_min(1e-12).log2()).sum())",
         "tests/test_inspection.py -k histogram",
     ),
+    (
+        "evaluate: confusion matrix transposed",
+        "confusion = torch.bincount(data.test_labels * len(classes) + predictions,",
+        "confusion = torch.bincount(predictions * len(classes) + data.test_labels,",
+        "tests/test_evaluate.py -k hand",
+    ),
+    (
+        "evaluate: per-class share of the predictions",
+        'print(f"  {name:>12}: {100 * row[i] / max(int(row.sum()), 1):6.2f}% of {int(row.sum())}", file=sys.stderr)',
+        'print(f"  {name:>12}: {100 * row[i] / max(int(confusion[:, i].sum()), 1):6.2f}% of {int(row.sum())}", file=sys.stderr)',
+        "tests/test_evaluate.py -k hand",
+    ),
     ("faults: no plain words", 'errno.ENOSPC: "no space left on the disk",', 'errno.ENOSPC: "error",', "tests/test_faults.py -k mid_run"),
 ]
 

@@ -5,6 +5,7 @@ import re
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import assert_one_line_error, ft, write_course_npz
@@ -167,3 +168,31 @@ def test_scoring_on_the_bundled_sample_says_when_the_digits_may_be_training_digi
     code, out, err = cli("evaluate", "own/best.pt", f"--data_dir={sample}", "--tta=False")
     assert code == 0 and "bundled sample" not in out, err
     assert_one_line_error(*cli("evaluate", "own/best.pt", "--precision=half")[::2], "--precision", exit_code=2)
+
+
+def test_evaluate_reports_a_model_that_always_answers_3_as_worked_out_by_hand(cli, trained, tmp_path, monkeypatch):
+    """Every number a user reads, against a case worked out by hand: a network whose weights are all zero but the
+    classifier's bias for 3 answers 3 for every image, so the result line, the per-class lines and the confusion matrix
+    follow from the test labels alone."""
+    data, path = trained
+    ckpt = ft.Checkpoint.load(path)
+    model = ckpt.model()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].bias[3] = 5.0
+    dataclasses.replace(ckpt, state_dict=model.state_dict()).save(tmp_path / "threes.pt")
+    shown, plot = [], ft.plot_confusion
+    monkeypatch.setattr(ft, "plot_confusion", lambda confusion, *a: shown.append((confusion, *a)) or plot(confusion, *a))
+    code, out, err = cli("evaluate", "threes.pt", f"--data_dir={data}", "--plot=threes.png")
+    assert code == 0, err
+    labels = torch.from_numpy(np.load(data / "test.npz")["labels"]).long()
+    counts = torch.bincount(labels, minlength=10)
+    assert out == f"Test accuracy: {100 * int(counts[3]) / 60:.2f}% ({int(counts[3])}/60)\n"
+    for digit in range(10):
+        assert f"  {digit:>12}: {100.0 if digit == 3 else 0.0:6.2f}% of {int(counts[digit])}\n" in err
+    expected = torch.zeros(10, 10, dtype=torch.long)
+    expected[:, 3] = counts  # every true class in the column of 3
+    confusion, classes, title, where = shown[0]
+    assert torch.equal(confusion, expected) and classes == ft.DIGITS and f"{100 * int(counts[3]) / 60:.2f}% correct" in title
+    assert (tmp_path / "threes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(where) == "threes.png"
