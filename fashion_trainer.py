@@ -831,8 +831,12 @@ def run_progress(config: TrainConfig, epochs_done: float, seconds: float) -> flo
     the share of the budget training may take) and its epochs of the most a budget trains."""
     if config.budget is None:
         return epochs_done / config.epochs
-    most = config.budget_most_epochs * DATASETS[config.dataset].epochs
-    return max(epochs_done / most, seconds / (config.budget_share * config.budget))
+    return max(epochs_done / budget_epochs_cap(config), seconds / (config.budget_share * config.budget))
+
+
+def budget_epochs_cap(config: TrainConfig) -> int:
+    """The most epochs a --budget run trains, however fast the device (TrainConfig.budget_most_epochs)."""
+    return config.budget_most_epochs * DATASETS[config.dataset].epochs
 
 
 def ema_tensors(averaged: nn.Module, model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
@@ -863,8 +867,7 @@ def train_epoch(
         tqdm(list(zip(starts, [*starts[1:], len(order)])), desc=epoch_name(state.epoch + 1, config), leave=False, **show)
     ):
         done = progress(i)
-        if done >= 1 and i:  # a --budget spent: fit decided at the last epoch's end that this one starts
-            state.progress = done
+        if done >= 1 and i:  # a --budget spent (fit decided at the last epoch's end that this one starts, and records it)
             break
         lr, beta1 = schedule_at(config, done)
         for group in state.optimizer.param_groups:
@@ -891,9 +894,9 @@ def train_epoch(
     return all_sum(torch.stack(losses).float(), ranks) / ranks.world, lrs
 
 
-def epoch_name(epoch: int, config: TrainConfig) -> str:
-    """'epoch 3/10', or for a --budget run 'epoch 3' (its epochs are what fits)."""
-    return f"epoch {epoch}" + (f"/{config.epochs}" if config.epochs else "")
+def epoch_name(epoch: int, config: TrainConfig, of: str = "/") -> str:
+    """'epoch 3/10' (or with of=" of ", 'epoch 3 of 10'), or for a --budget run 'epoch 3' (its epochs are what fits)."""
+    return f"epoch {epoch}" + (f"{of}{config.epochs}" if config.epochs else "")
 
 
 def fit(
@@ -973,12 +976,10 @@ def split_for_training(data: Data, config: TrainConfig, device: torch.device) ->
 
 def say_budget(config: TrainConfig, state: TrainingState, epoch_seconds: float, seconds: float) -> None:
     """After a --budget run's first epoch here: what an epoch takes and about how many fit."""
-    most = config.budget_most_epochs * DATASETS[config.dataset].epochs
+    most = budget_epochs_cap(config)
     fits = state.epoch + max(0.0, config.budget_share * config.budget - seconds) / max(epoch_seconds, 1e-9)
     capped = (
-        f" (the most a budget trains: {config.budget_most_epochs}× the dataset's {most // config.budget_most_epochs})"
-        if fits > most
-        else ""
+        f" (the most a budget trains: {config.budget_most_epochs}× the dataset's {DATASETS[config.dataset].epochs})" if fits > most else ""
     )
     tqdm.write(
         f"--budget={config.budget:g}: an epoch takes {epoch_seconds:.1f} s here, so about {min(fits, most):.1f} epochs{capped}",
@@ -1518,7 +1519,7 @@ def open_run(config: TrainConfig, given: dict) -> tuple[Path, Checkpoint | None]
     progress = state.get("progress", state["epoch"] / (saved.epochs or math.inf))  # a last.pt of the code before 2026-12-04
     if progress >= 1 or stopped_early(state["epoch"], state["best_epoch"], saved.patience):
         done = (
-            f"{path} holds a finished run ({epoch_name(state['epoch'], saved).replace('/', ' of ')}, best.pt from epoch {state['best_epoch']}, "
+            f"{path} holds a finished run ({epoch_name(state['epoch'], saved, ' of ')}, best.pt from epoch {state['best_epoch']}, "
             f"validation accuracy {100 * ckpt.metrics['best_val_accuracy']:.2f}%)"
         )
         finished = RunFinished(
@@ -1631,7 +1632,7 @@ def _continue(ckpt: Checkpoint, run_dir: Path, flags: dict, verb: str) -> None:
     data = load_data(config.dataset, config.data_dir)
     if fingerprint(data.train_images, data.train_labels) != ckpt.data_fingerprint["train"]:
         raise UserError(f"{config.data_dir}: the training data changed since {run_dir} was saved; going on would not continue the same run")
-    _run_fit(data, run_dir, config, ckpt, f"{verb} {run_dir} after {epoch_name(ckpt.resume['epoch'], config).replace('/', ' of ')}")
+    _run_fit(data, run_dir, config, ckpt, f"{verb} {run_dir} after {epoch_name(ckpt.resume['epoch'], config, ' of ')}")
 
 
 def check_before_reading(config: TrainConfig, run_dir: Path) -> None:
@@ -1935,19 +1936,25 @@ def write_atomic(data: bytes, path: Path, previous: Path | None = None, make_fol
 
 
 def open_folder(folder: Path) -> tuple[int, int]:
-    """Create a run folder, once, as its run starts; returns what identifies it (device, inode) for check_still_there."""
+    """Create a run folder, once, as its run starts; returns what identifies it for check_still_there."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return folder.stat().st_dev, folder.stat().st_ino
+        return folder_identity(folder)
     except OSError as exc:
         raise write_failure(exc, folder) from exc
+
+
+def folder_identity(folder: Path) -> tuple[int, int]:
+    """The file system and inode of a folder: a folder made again at the same path (or a remount) has others."""
+    stat = folder.stat()
+    return stat.st_dev, stat.st_ino
 
 
 def check_still_there(folder: Path, opened: tuple[int, int]) -> None:
     """Refuse to write into a run folder that is gone or is no longer the one opened: a dropped Google Drive mount leaves
     an empty folder in its place, and writing on would put the run on the runtime's disk, lost with it."""
     with contextlib.suppress(OSError):
-        if (folder.stat().st_dev, folder.stat().st_ino) == opened:
+        if folder_identity(folder) == opened:
             return
     raise WriteFailed(
         f"the run folder {folder} is gone or is another folder now (did the Google Drive mount drop?); nothing was written "

@@ -46,8 +46,8 @@ MUTATIONS = [
     ),
     (
         "budget: share ignored",
-        "return max(epochs_done / most, seconds / (config.budget_share * config.budget))",
-        "return max(epochs_done / most, seconds / config.budget)",
+        "return max(epochs_done / budget_epochs_cap(config), seconds / (config.budget_share * config.budget))",
+        "return max(epochs_done / budget_epochs_cap(config), seconds / config.budget)",
         "tests/test_resume.py -k budget_runs_end",
     ),
     # checkpoint loading
@@ -178,8 +178,8 @@ MUTATIONS = [
     ("best: no tie margin", "return math.sqrt(p * (1 - p) / max(n_val, 1))", "return 0.0", "tests/test_training.py -k tie"),
     (
         "budget: the clock ignored",
-        "return max(epochs_done / most, seconds / (config.budget_share * config.budget))",
-        "return epochs_done / most",
+        "return max(epochs_done / budget_epochs_cap(config), seconds / (config.budget_share * config.budget))",
+        "return epochs_done / budget_epochs_cap(config)",
         "tests/test_resume.py -k budget_runs_end",
     ),
     (
@@ -202,8 +202,8 @@ MUTATIONS = [
     ),
     (
         "budget: no cap on a fast device",
-        "most = config.budget_most_epochs * DATASETS[config.dataset].epochs\n    return max(",
-        "most = 2 * config.budget_most_epochs * DATASETS[config.dataset].epochs\n    return max(",
+        "    return config.budget_most_epochs * DATASETS[config.dataset].epochs\n",
+        "    return 2 * config.budget_most_epochs * DATASETS[config.dataset].epochs\n",
         "tests/test_resume.py -k fast_device",
     ),
     (
