@@ -802,6 +802,7 @@ class TrainingState:
         train_loss = sum(losses) / len(losses)
         self.history["epochs"].append(
             {"epoch": self.epoch, "step": self.step, "train_loss": train_loss, "val_accuracy": val_acc, "seconds": seconds}
+            | {"device": self.device.type, "precision": precision_name(self.amp)}
         )
         improved = val_acc >= self.best_acc - tie_margin(self.best_acc, n_val)
         if improved:
@@ -858,8 +859,7 @@ def train_epoch(
     the run's progress (`progress(steps into the epoch)`; a --budget run stops where it reaches 1); the steps' losses and
     learning rates."""
     state.net.train()
-    gen = state.generator
-    order = torch.randperm(len(x_train), generator=gen, device=gen.device)
+    order = torch.randperm(len(x_train), generator=state.generator, device=state.generator.device)
     losses, lrs = [], []
     starts = batch_starts(len(order), config.batch_size, ranks.world)
     show = {} if ranks.main else {"disable": True}
@@ -870,28 +870,39 @@ def train_epoch(
         if done >= 1 and i:  # a --budget spent (fit decided at the last epoch's end that this one starts, and records it)
             break
         lr, beta1 = schedule_at(config, done)
-        for group in state.optimizer.param_groups:
-            group["lr"], group["betas"] = lr, (group["betas"][0] if beta1 is None else beta1, group["betas"][1])
-        idx = order[start:end]
-        mine = idx[ranks.rank :: ranks.world].to(x_train.device)  # this rank's share of the global batch
-        x = x_train[mine]
-        if config.augmentation:  # random numbers for the whole global batch: every rank's generator stays in step
-            rand = torch.rand(len(idx), AUGMENT_RANDOMS, generator=gen, device=gen.device)[ranks.rank :: ranks.world] * 2 - 1
-            x = augment_batch(x, rand.to(x_train.device), config.augmentation, None if turns is None else turns[mine])
-        x = x.to(state.device, non_blocking=state.use.non_blocking).contiguous(memory_format=state.memory_format)
-        y = y_train[mine].to(state.device, non_blocking=state.use.non_blocking)
-        with autocast(state.device, state.amp):
-            loss = F.cross_entropy(state.net(x).float(), y, label_smoothing=config.label_smoothing)
-        state.optimizer.zero_grad(set_to_none=True)
-        state.scaler.scale(loss).backward()
-        state.scaler.step(state.optimizer)
-        state.scaler.update()
+        x, y = training_batch(state, config, x_train, y_train, order[start:end], ranks, turns)
+        losses.append(train_step(state, config, x, y, lr, beta1))
         if state.ema_pairs is not None:
-            n = state.step + len(losses)
+            n = state.step + len(losses) - 1
             update_ema(state.ema_pairs, min(config.ema, (1 + n) / (config.ema_warmup + n)))
-        losses.append(loss.detach())
         lrs.append(lr)
     return all_sum(torch.stack(losses).float(), ranks) / ranks.world, lrs
+
+
+def training_batch(
+    state: TrainingState, config: TrainConfig, x_train: Tensor, y_train: Tensor, idx: Tensor, ranks: Ranks, turns: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """This rank's share of the global batch `idx`, randomly warped by the recipe, on the device."""
+    mine = idx[ranks.rank :: ranks.world].to(x_train.device)
+    x, gen = x_train[mine], state.generator
+    if config.augmentation:  # random numbers for the whole global batch: every rank's generator stays in step
+        rand = torch.rand(len(idx), AUGMENT_RANDOMS, generator=gen, device=gen.device)[ranks.rank :: ranks.world] * 2 - 1
+        x = augment_batch(x, rand.to(x_train.device), config.augmentation, None if turns is None else turns[mine])
+    x = x.to(state.device, non_blocking=state.use.non_blocking).contiguous(memory_format=state.memory_format)
+    return x, y_train[mine].to(state.device, non_blocking=state.use.non_blocking)
+
+
+def train_step(state: TrainingState, config: TrainConfig, x: Tensor, y: Tensor, lr: float, beta1: float | None = None) -> Tensor:
+    """One step of AdamW at this learning rate (and beta1, where given): the course's three calls, through the fp16 scaler."""
+    for group in state.optimizer.param_groups:
+        group["lr"], group["betas"] = lr, (group["betas"][0] if beta1 is None else beta1, group["betas"][1])
+    with autocast(state.device, state.amp):
+        loss = F.cross_entropy(state.net(x).float(), y, label_smoothing=config.label_smoothing)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    return loss.detach()
 
 
 def epoch_name(epoch: int, config: TrainConfig, of: str = "/") -> str:
@@ -1727,6 +1738,11 @@ def native_bf16_gpu(device: torch.device) -> bool:
     if torch.version.hip is not None:
         return torch.cuda.get_device_properties(device).gcnArchName.startswith(ROCM_BF16_ARCHS)
     return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def precision_name(amp: torch.dtype | None) -> str:
+    """What --precision an autocast dtype is: bf16, fp16 or fp32."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
