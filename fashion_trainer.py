@@ -407,14 +407,21 @@ class TrainConfig:
         return dataclasses.replace(self, **{n: fields[n].metadata["check"](n, flags[n]) for n in self.flags("here") if n in flags})
 
 
-def flag_help() -> str:
-    """The Args: section of `train --help`, from TrainConfig's fields."""
-    lines = [f"    {f.name}: {f.metadata['help']}" for f in dataclasses.fields(TrainConfig) if f.metadata.get("help")]
-    lines += [
-        "    resume: RUN/last.pt (or RUN) to continue an unfinished run",
-        "    if_unfinished: where the run folder holds a finished run, say where its results are and exit 0",
-    ]
-    return "\n\nArgs:\n" + "\n".join(lines) + "\n"
+def takes_train_flags(*names: str) -> Callable:
+    """A command that also takes these `train` flags (none named: all) as TrainConfig defines them: fire reads a command's
+    flags from its signature and their --help lines from its docstring's Args, and both are made here from the fields."""
+
+    def command_with_flags(command: Callable) -> Callable:
+        fields = [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata and (not names or f.name in names)]
+        flag = inspect.Parameter.KEYWORD_ONLY
+        own = [p.replace(kind=flag) for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        command.__signature__ = inspect.Signature(
+            [inspect.Parameter(f.name, flag, default=f.default, annotation=f.type) for f in fields] + own
+        )
+        command.__doc__ = command.__doc__.rstrip() + "".join(f"\n        {f.name}: {f.metadata['help']}" for f in fields) + "\n"
+        return command
+
+    return command_with_flags
 
 
 # ----------------------------------------------------------------------------- data: the dataset in memory, the validation split, the random warps of a batch
@@ -807,6 +814,7 @@ class TrainingState:
         improved = val_acc >= self.best_acc - tie_margin(self.best_acc, n_val)
         if improved:
             self.best_acc, self.best_epoch = max(self.best_acc, val_acc), self.epoch
+            self.history["best"] = {"epoch": self.epoch, "val_accuracy": val_acc}  # what best.pt holds
         return improved
 
 
@@ -924,6 +932,7 @@ def fit(
         if ranks.main:
             _say_what_moved(resume, device, ranks)
     saving = Checkpoint(net_config, {}, list(data.classes), config, data_fingerprints(data), {})  # filled in each epoch
+    state.history["data"] = saving.data_fingerprint
     opened = open_folder(run_dir) if ranks.main else None  # the run folder is made here, once; no later write recreates it
     if ranks.main and resume is not None:
         restore_best(resume, run_dir)
@@ -967,8 +976,6 @@ def fit(
         if state.progress < 1:
             tqdm.write(f"early stop: no better validation accuracy for {config.patience} epochs", file=sys.stderr)
         curve.draw(state.history, run_dir / "training_curve.png", final=True)
-    chosen = [e["val_accuracy"] for e in state.history["epochs"] if e["epoch"] == state.best_epoch]
-    state.history["best"] = {"epoch": state.best_epoch, "val_accuracy": chosen[0] if chosen else state.best_acc}
     return state.history
 
 
@@ -1130,7 +1137,8 @@ def evaluate(
         data_dir: folder holding that data (default: found as in `train`)
         batch_size: images per forward pass
         device: auto, cpu, cuda or mps
-        plot: where to write the confusion-matrix PNG (default: beside the checkpoint)
+        plot: where to write the confusion-matrix PNG (default: beside the checkpoint); <checkpoint>_test.json, the result
+            that `compare` shows, goes beside it
         tta: average the checkpoint's test-time turns (False: one view)
         precision: auto (bf16 or fp16 where the hardware computes in it, as in training) or fp32
     """
@@ -1162,6 +1170,9 @@ def evaluate(
         print(f"  {name:>12}: {100 * row[i] / max(int(row.sum()), 1):6.2f}% of {int(row.sum())}", file=sys.stderr)
     print(f"Test accuracy: {100 * correct / max(total, 1):.2f}% ({correct}/{total}){_sample_caution(ckpt, data)}")
     plot_confusion(confusion, classes, f"{dataset} test: {100 * correct / max(total, 1):.2f}% correct", plot_path)
+    result = {"accuracy": correct / max(total, 1), "correct": correct, "total": total, "epoch": ckpt.metrics.get("epoch")}
+    result |= {"dataset": dataset, "data": data.source, "test": fingerprint(data.test_images, data.test_labels), "tta": degrees}
+    write_atomic(json.dumps(result, indent=1).encode(), plot_path.with_name(f"{Path(str(checkpoint)).stem}_test.json"))
     print(f"confusion matrix: {plot_path}", file=sys.stderr)
 
 
@@ -1250,6 +1261,7 @@ def plot_confusion(confusion: Tensor, classes: list[str], title: str, path: Path
 # ----------------------------------------------------------------------------- commands: train (and its flags from TrainConfig), the entry point
 
 
+@takes_train_flags()
 def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags) -> None:
     """Train the CNN on --dataset; writes best.pt, last.pt, history.json and training_curve.png into --out.
 
@@ -1257,7 +1269,11 @@ def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags
     stopped (after a crash, a kill or a Colab disconnect: run the same command again); a finished one is refused (exit
     status 3; with --if_unfinished, said calmly, exit 0). --resume=RUN (or RUN/last.pt) continues a run with its saved
     settings whatever else the command says; only --device and --precision may change. Under `torchrun
-    --nproc_per_node=N` it trains data-parallel (DDP) and only rank 0 writes files."""
+    --nproc_per_node=N` it trains data-parallel (DDP) and only rank 0 writes files.
+
+    Args:
+        resume: RUN/last.pt (or RUN) to continue an unfinished run
+        if_unfinished: where the run folder holds a finished run, say where its results are and exit 0"""
     _stop_cleanly_on_sigterm()
     if resume not in (None, False):
         return _resume(resume, flags)
@@ -1287,21 +1303,6 @@ def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags
         raise UserError(f"{data.source}: only {len(data.train_images)} training image(s); need at least 2 to carve a validation split")
     config = dataclasses.replace(config, data_dir=data.source, out=str(run_dir))
     _run_fit(data, run_dir, config, None, f"training on {len(data.train_images)} {config.dataset} images from {data.source}")
-
-
-# fire reads a command's flags from its signature and their --help lines from its docstring: both come from TrainConfig
-train.__signature__ = inspect.Signature(
-    [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
-        for f in dataclasses.fields(TrainConfig)
-        if "help" in f.metadata
-    ]
-    + [inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | bool | None")]
-    + [inspect.Parameter("if_unfinished", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool")]
-)
-
-
-train.__doc__ += flag_help()
 
 
 def _run_fit(data: Data, run_dir: Path, config: TrainConfig, resume: Checkpoint | None, what: str) -> None:
@@ -1527,8 +1528,7 @@ def open_run(config: TrainConfig, given: dict) -> tuple[Path, Checkpoint | None]
     saved = ckpt.train_config
     _refuse_other_settings(path, config, saved, given)
     state = ckpt.resume
-    progress = state.get("progress", state["epoch"] / (saved.epochs or math.inf))  # a last.pt of the code before 2026-12-04
-    if progress >= 1 or stopped_early(state["epoch"], state["best_epoch"], saved.patience):
+    if run_finished(ckpt):
         done = (
             f"{path} holds a finished run ({epoch_name(state['epoch'], saved, ' of ')}, best.pt from epoch {state['best_epoch']}, "
             f"validation accuracy {100 * ckpt.metrics['best_val_accuracy']:.2f}%)"
@@ -1540,6 +1540,13 @@ def open_run(config: TrainConfig, given: dict) -> tuple[Path, Checkpoint | None]
         finished.results = f"{done}: nothing was trained, these are its results; change a setting (or the run folder) to train another"
         raise finished
     return path, ckpt
+
+
+def run_finished(ckpt: Checkpoint) -> bool:
+    """Whether a last.pt holds a finished run: its whole schedule done, or stopped early by --patience."""
+    state, saved = ckpt.resume, ckpt.train_config
+    progress = state.get("progress", state["epoch"] / (saved.epochs or math.inf))  # a last.pt of the code before 2026-12-04
+    return progress >= 1 or stopped_early(state["epoch"], state["best_epoch"], saved.patience)
 
 
 def _refuse_other_settings(path: Path, config: TrainConfig, saved: TrainConfig, given: dict) -> None:
@@ -1579,7 +1586,7 @@ def _restart_first_epoch(path: Path, config: TrainConfig, given: dict) -> Path:
 
 # What a run folder holds besides its checkpoints: a folder of nothing else, without a training state, was killed before
 # its first epoch was saved whole, and the same command starts it again.
-RUN_FILES = ("best.pt", "history.json", "training_curve.png", "best_confusion.png", "best_misclassified.png")
+RUN_FILES = ("best.pt", "history.json", "training_curve.png", "best_confusion.png", "best_test.json", "best_misclassified.png")
 
 
 def load_last(run_dir: Path) -> Checkpoint | None:
@@ -2636,6 +2643,199 @@ def _replace_folder(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------- runs side by side, a learning rate to try: compare, lr_find
+
+
+def compare(*runs: str, plot: str | None = None) -> None:
+    """Runs side by side: a table (the settings that differ, epochs, accuracies, seconds, device) and one PNG of their curves.
+
+    Args:
+        runs: run folders written by `train` (default: every folder under checkpoints/)
+        plot: where to write the PNG of validation accuracy and training loss per epoch (default: compare.png beside the runs)
+    """
+    folders = [Path(str(r)).expanduser() for r in runs] or sorted(p for p in Path("checkpoints").glob("*") if p.is_dir())
+    found = [run for run in map(read_run, folders) if run is not None]
+    if not found:
+        where = ", ".join(map(str, folders)) or "checkpoints/ (no run folders)"
+        raise UserError(f"no run to compare in {where}; train one with: python fashion_trainer.py train")
+    path = Path(str(plot)) if plot else Path(os.path.commonpath([run["folder"].resolve() for run in found])) / "compare.png"
+    if len(found) == 1 and path.parent == found[0]["folder"].resolve():
+        path = path.parent.parent / "compare.png"  # one run: beside it, not among its own files
+    check_writable(path.parent)
+    settings = differing_settings([run["config"] for run in found])
+    rows = [["run", "settings that differ", "epochs", "best val", "test", "seconds", "device"]]
+    for run, differ in zip(found, settings):
+        last = run["epochs"][-1]
+        best = run["best"]["val_accuracy"]
+        rows.append(
+            [run["folder"].name, differ or "-", run["status"], f"{100 * best:.2f}%", run["test"], f"{last['seconds']:.0f}", run["device"]]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    plot_comparison(found, [d or run["folder"].name for run, d in zip(found, settings)], path)
+    print(f"curves: {path}", file=sys.stderr)
+
+
+def read_run(folder: Path) -> dict | None:
+    """A run folder's history, whether it is finished, its test result and where it ran; None (and a note) if it is no run."""
+    try:
+        history = json.loads((folder / "history.json").read_text())
+        epochs, config, best = history["epochs"], history["config"], history["best"]
+        assert epochs and isinstance(config, dict) and isinstance(best, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        print(f"note: {folder} is no run folder with a finished epoch (no readable history.json); left out", file=sys.stderr)
+        return None
+    try:
+        done = run_finished(Checkpoint.load(folder / "last.pt"))
+    except UserError:
+        done = False
+    of = f"/{config['epochs']}" if config.get("epochs") else ""
+    status = f"{len(epochs)}{of}" + ("" if done else " unfinished")
+    places = [f"{e.get('device', '?')} {e.get('precision', '?')}" for e in epochs]
+    device = " → ".join(p for i, p in enumerate(places) if i == 0 or p != places[i - 1])
+    try:
+        test = tested_accuracy(json.loads((folder / "best_test.json").read_text()), history)
+    except (OSError, ValueError, KeyError, TypeError):
+        test = "-"
+    return {"folder": folder, "config": config, "epochs": epochs, "best": best, "status": status, "device": device, "test": test}
+
+
+def tested_accuracy(result: dict, history: dict) -> str:
+    """The test accuracy `evaluate` recorded for a run's best.pt, said with what it was measured on."""
+    said = f"{100 * result['accuracy']:.2f}%"
+    if result.get("test") != history.get("data", {}).get("test"):
+        return said + " (other test data)"
+    return said if result.get("epoch") == history["best"]["epoch"] else said + f" (epoch {result.get('epoch')})"
+
+
+def differing_settings(configs: list[dict]) -> list[str]:
+    """For each run, its settings that not all the runs share, as name=value (where it runs and its folder left out)."""
+    flat = [flatten_settings(c) for c in configs]
+    names = sorted({n for f in flat for n in f} - {"out", *TrainConfig.flags("here")})
+    differ = [n for n in names if len({repr(f.get(n)) for f in flat}) > 1]
+    return [", ".join(f"{n}={f.get(n)}" for n in differ) for f in flat]
+
+
+def flatten_settings(config: dict, prefix: str = "") -> dict:
+    """A saved config as name=value pairs, a nested recipe as recipe.name (a path as its last part)."""
+    flat = {}
+    for name, value in config.items():
+        if isinstance(value, dict):
+            flat |= flatten_settings(value, f"{prefix}{name}.")
+        else:
+            flat[prefix + name] = Path(value).name if isinstance(value, str) and ("/" in value or "\\" in value) else value
+    return flat
+
+
+def plot_comparison(runs: list[dict], labels: list[str], path: Path) -> None:
+    """Validation accuracy and training loss per epoch of each run, in one PNG (unfinished runs dashed)."""
+    plt = _pyplot()
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
+    for run, label in zip(runs, labels):
+        epochs = [e["epoch"] for e in run["epochs"]]
+        unfinished = "unfinished" in run["status"]
+        style, label = ("o--", f"{label} (unfinished)") if unfinished else ("o-", label)
+        line = acc.plot(epochs, [100 * e["val_accuracy"] for e in run["epochs"]], style, ms=3, label=label)[0]
+        loss.plot(epochs, [e["train_loss"] for e in run["epochs"]], style, ms=3, color=line.get_color())
+    acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
+    loss.set(xlabel="epoch", ylabel="training loss (epoch mean)", title="training loss")
+    for ax in (acc, loss):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.legend(loc="lower center", ncol=min(len(runs), 2), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 * math.ceil(len(runs) / 2), 1, 1))
+    save_figure(fig, path, make_folder=False)
+
+
+@takes_train_flags(
+    "dataset",
+    "data_dir",
+    "batch_size",
+    "seed",
+    "device",
+    "precision",
+    "weight_decay",
+    "label_smoothing",
+    "augment",
+    "augment_degrees",
+    "val_fraction",
+)
+def lr_find(start_lr: float = 1e-5, end_lr: float = 1.0, steps: int = 200, plot: str | None = None, **flags) -> None:
+    """A learning-rate range test: from fresh weights the learning rate rises exponentially, step by step, until the loss blows up; a PNG of loss against learning rate and `suggested --lr=…`.
+
+    The data, network, augmentation and step are those `train` uses with the same flags.
+
+    Args:
+        start_lr: the first step's learning rate
+        end_lr: the last step's, if the loss has not blown up before
+        steps: training steps, each at a higher learning rate
+        plot: where to write the PNG (default: checkpoints/lr_find-<name from the flags given>.png)
+    """
+    _check_float("start_lr", start_lr, 0)
+    _check_float("end_lr", end_lr, start_lr)
+    _check_int("steps", steps, 10)
+    config = TrainConfig(**flags).resolved()
+    path = Path(str(plot)) if plot else Path("checkpoints") / f"lr_find-{run_name(flags)}.png"
+    check_writable(path.parent)  # before any data is read
+    data = load_data(config.dataset, config.data_dir)
+    if len(data.train_images) < 3:
+        raise UserError(f"{data.source}: only {len(data.train_images)} training image(s); the test needs a few batches of them")
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    (x_train, y_train, turns), _, model_config = split_for_training(data, config, device)
+    state = TrainingState(config, model_config, device, Ranks())
+    lrs, losses = lr_sweep(
+        state, config, (x_train, y_train, turns), [start_lr * (end_lr / start_lr) ** (i / (steps - 1)) for i in range(steps)]
+    )
+    suggested = suggest_lr(lrs, losses)
+    plot_lr_find(lrs, losses, suggested, config, path)
+    if suggested is None:
+        raise UserError(f"the loss never fell between --start_lr={start_lr:g} and {lrs[-1]:.2g}; try a lower --start_lr (plot: {path})")
+    print(f"plot: {path}", file=sys.stderr)
+    print(f"suggested --lr={suggested:.2g} (the default for {config.dataset} is {DATASETS[config.dataset].lr:g})")
+
+
+def lr_sweep(state: TrainingState, config: TrainConfig, train: tuple, lrs: list[float]) -> tuple[list[float], list[float]]:
+    """One training step at each learning rate in turn, on fresh random batches; the learning rates tried and the smoothed
+    loss after each, stopped once it is 4× its lowest (or not finite)."""
+    x_train, y_train, turns = train
+    state.net.train()
+    order, smooth, lowest, losses = torch.empty(0, dtype=torch.long), 0.0, math.inf, []
+    for i, lr in enumerate(tqdm(lrs, desc="lr_find", leave=False)):
+        if len(order) < min(config.batch_size, len(x_train)):  # a fresh pass over the images
+            order = torch.randperm(len(x_train), generator=state.generator, device=state.generator.device)
+        idx, order = order[: config.batch_size], order[config.batch_size :]
+        loss = float(train_step(state, config, *training_batch(state, config, x_train, y_train, idx, Ranks(), turns), lr))
+        smooth = 0.9 * smooth + 0.1 * loss
+        losses.append(smooth / (1 - 0.9 ** (i + 1)))  # the moving average without its bias towards 0
+        lowest = min(lowest, losses[-1])
+        if not math.isfinite(loss) or losses[-1] > 4 * lowest:
+            break
+    return lrs[: len(losses)], losses
+
+
+def suggest_lr(lrs: list[float], losses: list[float]) -> float | None:
+    """A tenth of the learning rate where the smoothed loss was lowest (Smith 2017, fastai): still on the falling slope;
+    None where the loss never fell."""
+    lowest = min(range(len(losses)), key=losses.__getitem__)
+    return lrs[lowest] / 10 if lowest and losses[lowest] < losses[0] else None
+
+
+def plot_lr_find(lrs: list[float], losses: list[float], suggested: float | None, config: TrainConfig, path: Path) -> None:
+    """The smoothed loss against the learning rate (log scale), the suggestion and the dataset's default marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    ax.plot(lrs, losses, color="tab:blue", label="training loss (smoothed)")
+    if suggested is not None:
+        ax.axvline(suggested, color="tab:green", ls="--", label=f"suggested --lr={suggested:.2g}")
+    ax.axvline(DATASETS[config.dataset].lr, color="tab:gray", ls=":", label=f"default --lr={DATASETS[config.dataset].lr:g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title=f"lr_find: {config.dataset}, batch {config.batch_size}")
+    ax.set_ylim(top=min(max(losses), 2.5 * losses[0]))
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 # ----------------------------------------------------------------------------- inspection: show, mc_dropout, knn, predict
 
 
@@ -2952,6 +3152,8 @@ COMMANDS = {
     "mc_dropout": mc_dropout,
     "knn": knn,
     "predict": predict,
+    "compare": compare,
+    "lr_find": lr_find,
 }
 
 

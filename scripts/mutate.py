@@ -272,12 +272,17 @@ MUTATIONS = [
         "return torch.bfloat16",
         "tests/test_devices.py -k capability",
     ),
-    ("cli: flags without help", "train.__doc__ += flag_help()", "pass", "tests/test_cli.py -k help"),
+    (
+        "cli: flags without help",
+        'command.__doc__ = command.__doc__.rstrip() + "".join(',
+        'command.__doc__ = command.__doc__.rstrip() or "".join(',
+        "tests/test_cli.py -k help",
+    ),
     # resume
     (
         "resume: a finished run trained again",
-        'if progress >= 1 or stopped_early(state["epoch"], state["best_epoch"], saved.patience):',
-        'if stopped_early(state["epoch"], state["best_epoch"], saved.patience):',
+        'return progress >= 1 or stopped_early(state["epoch"], state["best_epoch"], saved.patience)',
+        'return stopped_early(state["epoch"], state["best_epoch"], saved.patience)',
         "tests/test_training.py -k continues",
     ),
     (
@@ -419,6 +424,37 @@ MUTATIONS = [
         "tests/test_evaluate.py -k hand",
     ),
     ("faults: no plain words", 'errno.ENOSPC: "no space left on the disk",', 'errno.ENOSPC: "error",', "tests/test_faults.py -k mid_run"),
+    # compare and lr_find
+    (
+        "compare: an unfinished run shown as finished",
+        'status = f"{len(epochs)}{of}" + ("" if done else " unfinished")',
+        'status = f"{len(epochs)}{of}"',
+        "tests/test_compare.py -k side_by_side",
+    ),
+    (
+        "compare: shared settings shown too",
+        "differ = [n for n in names if len({repr(f.get(n)) for f in flat}) > 1]",
+        "differ = names",
+        "tests/test_compare.py -k side_by_side",
+    ),
+    (
+        "evaluate: the recorded result is not the printed one",
+        'result = {"accuracy": correct / max(total, 1), "correct": correct, "total": total, "epoch": ckpt.metrics.get("epoch")}',
+        'result = {"accuracy": correct / total / 2, "correct": correct, "total": total, "epoch": ckpt.metrics.get("epoch")}',
+        "tests/test_compare.py -k side_by_side",
+    ),
+    (
+        "lr_find: the lowest loss itself",
+        "return lrs[lowest] / 10 if lowest and losses[lowest] < losses[0] else None",
+        "return lrs[lowest] if lowest and losses[lowest] < losses[0] else None",
+        "tests/test_compare.py -k lr_find",
+    ),
+    (
+        "lr_find: never stops",
+        "if not math.isfinite(loss) or losses[-1] > 4 * lowest:",
+        "if not math.isfinite(loss):",
+        "tests/test_compare.py -k blows_up",
+    ),
 ]
 
 

@@ -142,3 +142,17 @@ def ctrl_c_at_step(monkeypatch, step: int):
 
     monkeypatch.setattr(ft, "update_ema", stop)
     return real
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Capture every figure the commands save, still open, to check what it shows."""
+    saved, real = [], ft.save_figure
+
+    def capture(fig, path, **kwargs):
+        saved.append(fig)
+        fig.canvas.draw()
+        return real(fig, path, **kwargs)
+
+    monkeypatch.setattr(ft, "save_figure", capture)
+    return saved

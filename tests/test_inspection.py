@@ -29,20 +29,6 @@ def digits_model(tmp_path_factory):
     return root / "run" / "best.pt"
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """Capture every figure the commands save, still open, to check what it shows."""
-    saved, real = [], ft.save_figure
-
-    def capture(fig, path, **kwargs):
-        saved.append(fig)
-        fig.canvas.draw()
-        return real(fig, path, **kwargs)
-
-    monkeypatch.setattr(ft, "save_figure", capture)
-    return saved
-
-
 def test_show_draws_n_labelled_panels(cli, tiny_data, tmp_path, figures):
     code, out, err = cli("show", f"--data_dir={tiny_data}", "--n=7", "--out=grid.png")
     assert code == 0, err
