@@ -3133,15 +3133,25 @@ def show_if_changed(path: str | Path | None, shown: int | None, handle: object) 
     return stamp, handle
 
 
-def runtime_note() -> str:
-    """For the notebook: the GPU this runtime trains on, or a warning that it has none and how to get one."""
-    if device_available("cuda"):
-        return f"training on the GPU: {torch.cuda.get_device_name(0)}"
-    return (
-        "WARNING: this runtime has no GPU, so training runs on its CPU, in fp32: a default corrupted-MNIST run took 5 minutes "
-        "on a 2-core CPU (README, Results), CIFAR-10 far longer. For a GPU: Runtime > Change runtime type > T4 GPU > Save, "
-        "then Run all again (the data and checkpoints on Drive stay; an unfinished run continues)."
-    )
+def setup_report(commit: str, folder: str | Path = ".") -> str:
+    """For the notebook: what this runtime trains with: the code's commit, torch and CUDA, the GPU and its memory (or a
+    warning that there is none), the precision `train` picks there, and the free space where the runs are written."""
+    device = pick_device("auto")
+    lines = [f"code: {commit or '(not a git clone)'}; torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}"]
+    if device.type == "cuda":
+        gpu = torch.cuda.get_device_properties(device)
+        lines.append(f"GPU: {gpu.name}, {gpu.total_memory / 2**30:.1f} GiB")
+    else:
+        lines.append(
+            "WARNING: this runtime has no GPU, so training runs on its CPU: a default corrupted-MNIST run takes minutes (README, "
+            "Results), CIFAR-10 far longer. For a GPU: Runtime > Change runtime type > T4 GPU > Save, then Run all again (the "
+            "data and checkpoints on Drive stay; an unfinished run continues)."
+        )
+    said = {"bf16": "bf16 autocast", "fp16": "fp16 autocast with a gradient scaler", "fp32": "fp32"}
+    lines.append(f"precision: {said[precision_name(autocast_dtype(device, 'auto'))]} (train's --precision=auto here)")
+    free = shutil.disk_usage(folder).free / 2**30
+    low = " (WARNING: little room for checkpoints; free some space on Drive)" if free < 0.5 else ""
+    return "\n".join([*lines, f"free space in {Path(folder).resolve()}: {free:.1f} GiB{low}"])
 
 
 COMMANDS = {

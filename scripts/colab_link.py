@@ -1,4 +1,4 @@
-"""Point the README's "Open in Colab" link and the notebook's REPO_URL default at one GitHub repository.
+"""Point the "Open in Colab" badges (README and notebook) and the notebook's REPO_URL default at one GitHub repository.
 
     python scripts/colab_link.py                                   # the repository git's `origin` names
     python scripts/colab_link.py https://github.com/OWNER/fashion_trainer.git
@@ -29,12 +29,14 @@ def github_repository(url: str) -> str:
 def set_repository(root: Path, url: str, branch: str = "main") -> str:
     """Rewrite the README link and the notebook's REPO_URL in `root` for `url`; returns OWNER/NAME."""
     repository = github_repository(url)
+    link = f"https://colab.research.google.com/github/{repository}/blob/{branch}/colab_runner.ipynb"
     readme = root / "README.md"
-    text, links = LINK.subn(f"https://colab.research.google.com/github/{repository}/blob/{branch}/colab_runner.ipynb", readme.read_text())
+    text, links = LINK.subn(link, readme.read_text())
     if not links:
         raise SystemExit("error: README.md has no Open in Colab link to rewrite")
     readme.write_text(text)
     notebook = nbformat.read(root / "colab_runner.ipynb", as_version=4)
+    notebook.cells[0].source = LINK.sub(link, notebook.cells[0].source)  # its own badge
     cell = notebook.cells[1]
     cell.source = REPO_URL.sub(f'REPO_URL = "https://github.com/{repository}.git"', cell.source, count=1)
     nbformat.write(notebook, root / "colab_runner.ipynb")

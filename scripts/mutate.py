@@ -155,14 +155,14 @@ MUTATIONS = [
         "pass",
         "tests/test_training.py -k large_batch",
     ),
-    ("step: no zero_grad", "        state.optimizer.zero_grad(set_to_none=True)", "        pass", "tests/test_training.py -k our_step"),
+    ("step: no zero_grad", "    state.optimizer.zero_grad(set_to_none=True)", "    pass", "tests/test_training.py -k our_step"),
     (
         "step: no backward",
-        "        state.scaler.scale(loss).backward()",
-        "        state.scaler.scale(loss)",
+        "    state.scaler.scale(loss).backward()",
+        "    state.scaler.scale(loss)",
         "tests/test_training.py -k our_step",
     ),
-    ("step: no optimizer step", "        state.scaler.step(state.optimizer)", "        pass", "tests/test_training.py -k our_step"),
+    ("step: no optimizer step", "    state.scaler.step(state.optimizer)", "    pass", "tests/test_training.py -k our_step"),
     (
         "step: trains the uncompiled model",
         "self.net = torch.compile(ddp) if config.compile else ddp",

@@ -5,9 +5,11 @@ import dataclasses
 import inspect
 import os
 import re
+import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import ROOT, assert_one_line_error, ft
 
@@ -89,12 +91,34 @@ def test_run_name_follows_the_settings():
     assert len(long) <= 64 and long != ft.run_name(["--dataset=cifar", *(f"--flag{i}={i}" for i in range(31))])
 
 
-def test_runtime_note_warns_without_a_gpu_and_says_how_to_get_one(monkeypatch):
-    monkeypatch.setattr(ft, "device_available", lambda name: False)
-    assert "no GPU" in ft.runtime_note() and "Runtime > Change runtime type" in ft.runtime_note()
-    monkeypatch.setattr(ft, "device_available", lambda name: name == "cuda")
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Tesla T4")
-    assert ft.runtime_note() == "training on the GPU: Tesla T4"
+@pytest.mark.parametrize(
+    ("capability", "precision"), [((7, 5), "precision: fp16 autocast with a gradient scaler"), ((8, 0), "precision: bf16 autocast")]
+)
+def test_the_setup_report_names_the_gpu_its_precision_and_the_free_space(monkeypatch, tmp_path, capability, precision):
+    class T4:
+        name, total_memory = "Tesla T4", 15 * 2**30
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: T4)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(ft.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(20 * 2**30, 5 * 2**30, 15 * 2**30))
+    code, gpu, said, free = ft.setup_report("abc1234 2026-12-04 a commit", tmp_path).splitlines()
+    assert code == f"code: abc1234 2026-12-04 a commit; torch {torch.__version__}, CUDA 12.4"
+    assert gpu == "GPU: Tesla T4, 15.0 GiB" and said == f"{precision} (train's --precision=auto here)"
+    assert free == f"free space in {tmp_path}: 15.0 GiB"
+
+
+def test_the_setup_report_warns_without_a_gpu_or_space(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(ft.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(20 * 2**30, 20 * 2**30 - 2**28, 2**28))
+    _, gpu, said, free = ft.setup_report("", tmp_path).splitlines()
+    assert gpu.startswith("WARNING: this runtime has no GPU") and "Runtime > Change runtime type > T4 GPU" in gpu
+    cpu = ft.precision_name(ft.autocast_dtype(torch.device("cpu"), "auto"))
+    assert said.startswith({"bf16": "precision: bf16", "fp32": "precision: fp32"}[cpu])
+    assert free == f"free space in {tmp_path}: 0.2 GiB (WARNING: little room for checkpoints; free some space on Drive)"
 
 
 def test_the_readmes_flag_table_names_every_train_flag_with_the_codes_default():

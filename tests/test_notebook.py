@@ -55,6 +55,23 @@ def test_notebook_is_valid_v4_without_outputs_and_defines_nothing():
     assert not any(line.lstrip().startswith(("def ", "class ", "lambda")) for c in code for line in c.source.splitlines())
 
 
+def test_the_notebook_is_a_colab_form_on_a_t4_with_its_badge():
+    """Colab shows the parameters cell as a form (a field per parameter, the datasets as a dropdown), asks for a T4, and
+    the first cell carries the standard Open in Colab badge; nbclient runs the same cell as plain Python."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert nb.metadata.colab.gpuType == "T4" and nb.metadata.accelerator == "GPU"
+    badge = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/"
+    assert badge in nb.cells[0].source and badge in (ROOT / "README.md").read_text()
+    lines = nb.cells[1].source.splitlines()
+    assert re.match(r"# ?@title Parameters", lines[0])  # ruff formats notebooks too: Colab reads "# @param" alike
+    assignments = [line for line in lines if not re.match(r"# ?@", line)]
+    parameters: dict = {}
+    exec(nb.cells[1].source, {}, parameters)
+    assert len(assignments) == len(parameters) and all(re.search(r"  # ?@param [{\[]", line) for line in assignments)
+    dropdown = next(line for line in assignments if line.startswith("DATASET ="))
+    assert json.loads(dropdown.split("@param ", 1)[1]) == list(ft.DATASETS)
+
+
 def test_notebook_defaults_are_the_trainers_own():
     """The parameters cell copies no default of `train`: EPOCHS and LR are None (the trainer decides), the dataset is the
     trainer's default, and it never unmounts Drive (which would break the `!python` habit after Run all)."""
@@ -313,8 +330,9 @@ def test_the_open_in_colab_link_and_repo_url_name_one_repository(tmp_path):
 
     def named(root: Path) -> tuple[str, str]:
         link = colab_link.LINK.search((root / "README.md").read_text()).group(1)
-        url = colab_link.REPO_URL.search(nbformat.read(root / "colab_runner.ipynb", as_version=4).cells[1].source).group(1)
-        return link, colab_link.github_repository(url)
+        nb = nbformat.read(root / "colab_runner.ipynb", as_version=4)
+        assert colab_link.LINK.search(nb.cells[0].source).group(1) == link  # the notebook's own badge
+        return link, colab_link.github_repository(colab_link.REPO_URL.search(nb.cells[1].source).group(1))
 
     link, cloned = named(ROOT)
     assert link == cloned
