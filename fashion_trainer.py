@@ -131,7 +131,8 @@ class ModelConfig:
 class DatasetSpec:
     """One row of the dataset table: classes, image shape, how its files are read and got, and its training recipe: the
     defaults of its flags (epochs, lr, weight_decay, ema), its warm-up, its random warps and its network (with the
-    test-time turns), each measured for it; TrainConfig.resolved() fills them in, and a run keeps the ones it started with."""
+    test-time turns), each measured for it; TrainConfig.resolved() fills in the settings and fit the network, and a run
+    keeps the ones it started with (its network is its checkpoints' model_config)."""
 
     classes: list[str]
     input_shape: tuple[int, int, int]
@@ -142,7 +143,7 @@ class DatasetSpec:
     ema: float  # decay of the moving average of the weights
     warmup_share: float  # of the one-cycle schedule spent rising to --lr
     augmentation: Recipe
-    model: ModelConfig
+    model_config: ModelConfig  # the network's layers; fit adds the input's shape, classes and statistics
     # file name -> "sha256:<hex>" of the decompressed content (survives a mirror's recompression) or "md5:<hex>" of the file;
     # empty for data that is built, not downloaded
     checksums: dict[str, str] = field(default_factory=dict)
@@ -171,7 +172,7 @@ DATASETS = {
         ema=0.998,
         warmup_share=0.25,
         augmentation=Recipe(degrees=60.0, shift=0.12, scale=0.1, shear=0.3, aspect=0.15, cutout=9, nearest=0.5, upright=True),
-        model=ModelConfig(
+        model_config=ModelConfig(
             stages=((8,), (16, 16), (32, 32)),  # × 4 turns: the plain network's 32; 64, 64; 128, 128 channels
             rotations=4,
             init_scale=0.03,  # 0.1: --lr=1e-4 gave 98.93 %
@@ -196,7 +197,7 @@ DATASETS = {
         ema=0.998,
         warmup_share=0.25,
         augmentation=Recipe(degrees=10.0, shift=0.12, scale=0.1),
-        model=ModelConfig(),
+        model_config=ModelConfig(),
     ),
     "fashionmnist": DatasetSpec(
         classes=FASHION_CLASSES,
@@ -216,7 +217,7 @@ DATASETS = {
         ema=0.998,
         warmup_share=0.25,
         augmentation=Recipe(shift=0.1, hflip=True),  # clothes are upright, but mirror-symmetric
-        model=ModelConfig(),
+        model_config=ModelConfig(),
     ),
     "cifar": DatasetSpec(
         classes=CIFAR_CLASSES,
@@ -231,7 +232,7 @@ DATASETS = {
         ema=0.998,
         warmup_share=0.25,
         augmentation=Recipe(shift=0.25, hflip=True),  # shifts of up to 4 px and flips, as in the literature
-        model=ModelConfig(),
+        model_config=ModelConfig(),
     ),
 }
 
@@ -349,7 +350,6 @@ class TrainConfig:
     )
     # Filled in by resolved() and saved, so that a resumed run keeps them even if the dataset's recipe changes later:
     augmentation: Recipe | None = None  # the augmentation recipe in use (None: --augment=False)
-    model: ModelConfig | None = None  # the dataset's network
     world_size: int = 1  # processes under torchrun
     warmup_share: float | None = None  # the dataset's
     # The recipe's inner numbers: each was measured, none is a knob a user should need, and a run keeps those it started with.
@@ -378,15 +378,13 @@ class TrainConfig:
             **{name: getattr(spec, name) for name in ("lr", "weight_decay", "ema") if getattr(checked, name) is None},
             warmup_share=spec.warmup_share,
             augmentation=dataclasses.replace(spec.augmentation, **degrees) if checked.augment else None,
-            model=spec.model,
         )
 
     @classmethod
     def from_dict(cls, saved: dict) -> TrainConfig:
         """A config saved in a checkpoint, its recipe and network as the dataclasses they were."""
         config = cls(**{f.name: tuples(saved[f.name]) for f in dataclasses.fields(cls) if f.name in saved})
-        model = None if config.model is None else ModelConfig.from_dict(config.model)
-        return dataclasses.replace(config, augmentation=config.augmentation and Recipe.from_dict(config.augmentation), model=model)
+        return dataclasses.replace(config, augmentation=config.augmentation and Recipe.from_dict(config.augmentation))
 
     @staticmethod
     def flags(on_resume: str) -> tuple[str, ...]:
@@ -668,33 +666,33 @@ def conv_bn_relu(c_in: int, c_out: int, rotations: int = 1, lift: bool = False) 
     return [conv, nn.BatchNorm2d(c_out * rotations), nn.ReLU(inplace=True)]
 
 
-def build_model(arch: ModelConfig) -> nn.Sequential:
+def build_model(model_config: ModelConfig) -> nn.Sequential:
     """A small VGG-style CNN: stages of conv-bn-relu blocks, each followed by max pooling, then a linear head."""
-    c, h, w = arch.input_shape
-    if arch.rotations not in (1, 4):
-        raise ValueError(f"rotations must be 1 or 4, not {arch.rotations!r}")
-    layers: list[nn.Module] = [Reshape(c, h, w), Normalize(list(arch.mean), list(arch.std))]
+    c, h, w = model_config.input_shape
+    if model_config.rotations not in (1, 4):
+        raise ValueError(f"rotations must be 1 or 4, not {model_config.rotations!r}")
+    layers: list[nn.Module] = [Reshape(c, h, w), Normalize(list(model_config.mean), list(model_config.std))]
     c_in, lift = c, True  # the first convolution turns plain images into turn channels
-    for i, stage in enumerate(arch.stages):
+    for i, stage in enumerate(model_config.stages):
         if i > 0:
             layers.append(MaxPool())
         for width in stage:
-            layers += conv_bn_relu(c_in, width, arch.rotations, lift)
+            layers += conv_bn_relu(c_in, width, model_config.rotations, lift)
             c_in, lift = width, False
     # Flatten the last 3×3 (4×4 for 32×32 input) map rather than average it away: where strokes are matters for digits.
-    features = c_in * arch.rotations * (h >> len(arch.stages)) * (w >> len(arch.stages))
+    features = c_in * model_config.rotations * (h >> len(model_config.stages)) * (w >> len(model_config.stages))
     layers += [MaxPool(), nn.Flatten()]
-    if arch.hidden:
-        layers += [nn.Linear(features, arch.hidden, bias=False), nn.BatchNorm1d(arch.hidden), nn.ReLU(inplace=True)]
-        features = arch.hidden
-    layers += [nn.Dropout(arch.dropout), nn.Linear(features, arch.num_classes)]
+    if model_config.hidden:
+        layers += [nn.Linear(features, model_config.hidden, bias=False), nn.BatchNorm1d(model_config.hidden), nn.ReLU(inplace=True)]
+        features = model_config.hidden
+    layers += [nn.Dropout(model_config.dropout), nn.Linear(features, model_config.num_classes)]
     model = nn.Sequential(*layers)
     # Batch norm makes each convolution blind to its weights' scale, and Adam moves every weight by about lr per
     # step, so small starting weights turn even --lr=1e-4 into real progress (measured: 98.2 -> 99 % test accuracy).
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, P4Conv)):
-                m.weight.mul_(arch.init_scale)
+                m.weight.mul_(model_config.init_scale)
     return model
 
 
@@ -730,10 +728,10 @@ class TrainingState:
     the optimizer and gradient scaler, the random-number streams, the counters, the run's progress, the best epoch and
     the history."""
 
-    def __init__(self, config: TrainConfig, net_config: ModelConfig, device: torch.device, ranks: Ranks):
+    def __init__(self, config: TrainConfig, model_config: ModelConfig, device: torch.device, ranks: Ranks):
         self.device, self.seed, self.use = device, config.seed, DeviceUse.of(device)
         self.memory_format = torch.channels_last if self.use.channels_last else torch.contiguous_format
-        self.model = build_model(net_config)
+        self.model = build_model(model_config)
         # Batch norm makes the layers before it blind to their weights' scale, so a step turns them by lr / |w|: weights
         # that start in proportion to --lr and lose the recipe's share per step turn alike at any --lr (docs/research.md)
         relative = config.lr / DATASETS[config.dataset].lr
@@ -924,14 +922,15 @@ def fit(
     """Train with AdamW, the LR schedule, augmentation, an EMA and early stopping, from scratch or from last.pt's state."""
     started, ranks = time.perf_counter(), ranks or Ranks()
     torch.manual_seed(config.seed)
-    (x_train, y_train, turns), (x_val, y_val), net_config = split_for_training(data, config, device)
-    state = TrainingState(config, net_config, device, ranks)
+    layers = DATASETS[config.dataset].model_config if resume is None else resume.model_config  # a run keeps its network
+    (x_train, y_train, turns), (x_val, y_val), model_config = split_for_training(data, config, device, layers)
+    state = TrainingState(config, model_config, device, ranks)
     if resume is not None:
         state.load_state_dict(resume.resume, resume.state_dict)
         started = time.perf_counter() - state.seconds_so_far()
         if ranks.main:
             _say_what_moved(resume, device, ranks)
-    saving = Checkpoint(net_config, {}, list(data.classes), config, data_fingerprints(data), {})  # filled in each epoch
+    saving = Checkpoint(model_config, {}, list(data.classes), config, data_fingerprints(data), {})  # filled in each epoch
     state.history["data"] = saving.data_fingerprint
     opened = open_folder(run_dir) if ranks.main else None  # the run folder is made here, once; no later write recreates it
     if ranks.main and resume is not None:
@@ -979,7 +978,7 @@ def fit(
     return state.history
 
 
-def split_for_training(data: Data, config: TrainConfig, device: torch.device) -> tuple[tuple, tuple, ModelConfig]:
+def split_for_training(data: Data, config: TrainConfig, device: torch.device, layers: ModelConfig) -> tuple[tuple, tuple, ModelConfig]:
     """The training images, labels and upright turns (on the device where it holds them), the validation images and
     labels, and the network's config completed with the input's shape, classes and statistics."""
     train_idx, val_idx = split_validation(len(data.train_images), config.val_fraction, config.seed)
@@ -988,8 +987,8 @@ def split_for_training(data: Data, config: TrainConfig, device: torch.device) ->
     if DeviceUse.of(device).data_on_device:
         x_train, y_train, turns = x_train.to(device), y_train.to(device), None if turns is None else turns.to(device)
     stats = {"mean": tuple(x_train.mean(dim=(0, 2, 3)).tolist()), "std": tuple(x_train.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())}
-    net_config = dataclasses.replace(config.model, input_shape=tuple(x_train.shape[1:]), num_classes=len(data.classes), **stats)
-    return (x_train, y_train, turns), (data.train_images[val_idx], data.train_labels[val_idx]), net_config
+    model_config = dataclasses.replace(layers, input_shape=tuple(x_train.shape[1:]), num_classes=len(data.classes), **stats)
+    return (x_train, y_train, turns), (data.train_images[val_idx], data.train_labels[val_idx]), model_config
 
 
 def say_budget(config: TrainConfig, state: TrainingState, epoch_seconds: float, seconds: float) -> None:
@@ -2782,7 +2781,7 @@ def lr_find(start_lr: float = 1e-5, end_lr: float = 1.0, steps: int = 200, plot:
         raise UserError(f"{data.source}: only {len(data.train_images)} training image(s); the test needs a few batches of them")
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
-    (x_train, y_train, turns), _, model_config = split_for_training(data, config, device)
+    (x_train, y_train, turns), _, model_config = split_for_training(data, config, device, DATASETS[config.dataset].model_config)
     state = TrainingState(config, model_config, device, Ranks())
     lrs, losses = lr_sweep(
         state, config, (x_train, y_train, turns), [start_lr * (end_lr / start_lr) ** (i / (steps - 1)) for i in range(steps)]

@@ -55,7 +55,7 @@ def measure(precision: str, compile: bool, steps: int) -> dict:
     torch.manual_seed(0)
     spec = ft.DATASETS[ft.DEFAULT_DATASET]
     config = ft.TrainConfig(precision=precision, compile=compile).resolved()
-    state = ft.TrainingState(config, spec.model, torch.device("cpu"), ft.Ranks())
+    state = ft.TrainingState(config, spec.model_config, torch.device("cpu"), ft.Ranks())
     state.model.train()
     x = torch.rand(config.batch_size, 1, 28, 28).contiguous(memory_format=state.memory_format)
     y = torch.randint(0, 10, (config.batch_size,))

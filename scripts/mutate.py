@@ -424,6 +424,12 @@ MUTATIONS = [
         "tests/test_evaluate.py -k hand",
     ),
     ("faults: no plain words", 'errno.ENOSPC: "no space left on the disk",', 'errno.ENOSPC: "error",', "tests/test_faults.py -k mid_run"),
+    (
+        "resume: the code's network, not the run's",
+        "layers = DATASETS[config.dataset].model_config if resume is None else resume.model_config  # a run keeps its network",
+        "layers = DATASETS[config.dataset].model_config",
+        "tests/test_training.py -k code_update",
+    ),
     # compare and lr_find
     (
         "compare: an unfinished run shown as finished",

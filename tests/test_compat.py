@@ -58,8 +58,8 @@ def _as_written_before_the_recipe_dataclass(path: Path) -> None:
     recipe = raw["train_config"]["augmentation"]
     recipe["absolute"] = recipe.pop("upright")
     del recipe["upright_limit"]
-    raw["train_config"]["model"] = {
-        k: raw["train_config"]["model"][k] for k in ("stages", "rotations", "init_scale", "tta_degrees", "hidden", "dropout")
+    raw["train_config"]["model"] = {  # the code before 2026-12-04 also kept the network's layers in the settings
+        k: raw["model_config"][k] for k in ("stages", "rotations", "init_scale", "tta_degrees", "hidden", "dropout")
     }
     raw["model_config"]["arch"] = "cnn"
     raw["normalization"] = {"mean": raw["model_config"]["mean"], "std": raw["model_config"]["std"]}

@@ -118,7 +118,9 @@ def test_ddp_broadcasts_no_filter_index_buffers(tmp_path):
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
         model = ft.build_model(
-            dataclasses.replace(ft.DATASETS["corruptedmnist"].model, input_shape=(1, 28, 28), num_classes=10, mean=(0.1,), std=(0.3,))
+            dataclasses.replace(
+                ft.DATASETS["corruptedmnist"].model_config, input_shape=(1, 28, 28), num_classes=10, mean=(0.1,), std=(0.3,)
+            )
         )
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         broadcast = list(model.buffers())
@@ -148,8 +150,10 @@ def test_cuda_epoch_has_no_host_device_synchronisation(tmp_path):
     data = ft.read_corrupted_mnist(write_course_npz(tmp_path / "d", n_train=400, n_test=20))
     config = ft.TrainConfig(epochs=1, device="cuda").resolved()
     x, y = data.train_images.to(CUDA), data.train_labels.to(CUDA)
-    net_config = dataclasses.replace(ft.DATASETS["corruptedmnist"].model, input_shape=(1, 28, 28), num_classes=10, mean=(0.1,), std=(0.3,))
-    state = ft.TrainingState(config, net_config, CUDA, ft.Ranks())
+    model_config = dataclasses.replace(
+        ft.DATASETS["corruptedmnist"].model_config, input_shape=(1, 28, 28), num_classes=10, mean=(0.1,), std=(0.3,)
+    )
+    state = ft.TrainingState(config, model_config, CUDA, ft.Ranks())
     torch.cuda.set_sync_debug_mode("error")
     try:
         losses, _ = ft.train_epoch(state, config, x, y, ft.Ranks(), lambda i: i / 100)

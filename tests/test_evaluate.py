@@ -122,7 +122,7 @@ def test_evaluate_bad_arguments(cli, trained):
 def test_test_time_augmentation_averages_turned_copies():
     torch.manual_seed(0)
     model = ft.build_model(
-        dataclasses.replace(ft.DATASETS["corruptedmnist"].model, input_shape=(1, 28, 28), num_classes=10, mean=(0.13,), std=(0.3,))
+        dataclasses.replace(ft.DATASETS["corruptedmnist"].model_config, input_shape=(1, 28, 28), num_classes=10, mean=(0.13,), std=(0.3,))
     ).eval()
     with torch.no_grad():  # random weights of a real scale: an untrained network is equally unsure of every image
         for weight in model.parameters():

@@ -124,7 +124,7 @@ def test_validation_and_prediction_leave_the_runs_random_streams_alone():
     """Validating between epochs must not draw from torch's random stream, or the dropout masks of the next epoch, and
     so the run's weights, would depend on it (folding batch norm builds fresh convolutions, whose initial weights draw)."""
     model = ft.build_model(
-        dataclasses.replace(ft.DATASETS["corruptedmnist"].model, input_shape=(1, 28, 28), num_classes=10, mean=(0.1,), std=(0.3,))
+        dataclasses.replace(ft.DATASETS["corruptedmnist"].model_config, input_shape=(1, 28, 28), num_classes=10, mean=(0.1,), std=(0.3,))
     )
     images = torch.rand(8, 1, 28, 28)
     before = torch.get_rng_state()

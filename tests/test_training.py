@@ -456,8 +456,11 @@ def test_a_code_update_that_changes_a_default_under_an_unfinished_run_continues_
     dataclasses.replace(last, train_config=older).save(tmp_path / "run" / "last.pt")
     code, _, err = cli(*args, "--label_smoothing=0.05")  # a flag the user gives that differs: another run
     assert_one_line_error(code, err, "--label_smoothing=0.1, this command says 0.05", exit_code=2)
-    code, _, err = cli(*args)  # the same command, after the update: the run goes on with its own settings
+    spec = ft.DATASETS["corruptedmnist"]  # the update also changed the dataset's network
+    monkeypatch.setitem(ft.DATASETS, "corruptedmnist", dataclasses.replace(spec, model_config=ft.ModelConfig(hidden=64)))
+    code, _, err = cli(*args)  # the same command, after the update: the run goes on with its own settings and network
     assert code == 0, err
+    assert ft.Checkpoint.load(tmp_path / "run" / "best.pt").model_config == last.model_config
     assert "continuing the unfinished run in run after epoch 1 of 3" in err
     assert "keeps its own settings" in err and "--label_smoothing=0.1 (default now 0.05)" in err and "warmup_share" in err
     kept = ft.Checkpoint.load(tmp_path / "run" / "last.pt").train_config
@@ -492,7 +495,7 @@ def test_another_lr_starts_and_decays_the_batch_normed_layers_in_proportion_to_i
     """Batch norm makes the layers before it blind to their weights' scale, so a step turns them by lr / |w|: at 1/30 of
     the recipe's --lr the convolutions and the hidden layer start 30× smaller (the same random draw) and each step decays
     the same share of them."""
-    net = dataclasses.replace(ft.DATASETS["corruptedmnist"].model, input_shape=(1, 28, 28), num_classes=10)
+    net = dataclasses.replace(ft.DATASETS["corruptedmnist"].model_config, input_shape=(1, 28, 28), num_classes=10)
     states = {}
     for lr in (ft.DATASETS["corruptedmnist"].lr, ft.DATASETS["corruptedmnist"].lr / 30):
         torch.manual_seed(0)
