@@ -1274,23 +1274,16 @@ def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags
         resume: RUN/last.pt (or RUN) to continue an unfinished run
         if_unfinished: where the run folder holds a finished run, say where its results are and exit 0"""
     _stop_cleanly_on_sigterm()
-    if resume not in (None, False):
-        return _resume(resume, flags)
-    config = TrainConfig(**flags).resolved()
-    if config.out is None:
-        config = dataclasses.replace(config, out=str(Path("checkpoints") / run_name(flags)))
     try:
-        run_dir, unfinished = open_run(config, flags)
+        run_dir, config, unfinished = open_run(flags, resume)
     except RunFinished as finished:
         if not _check_bool("if_unfinished", if_unfinished):
             raise
         print(finished.results)
         return None
-    if unfinished is not None:
-        return _continue(unfinished, run_dir, flags, "continuing the unfinished run in")
     check_before_reading(config, run_dir)
     recipe_lr = DATASETS[config.dataset].lr
-    if not recipe_lr / 10 <= config.lr <= recipe_lr * 10 and Ranks.launched().main:
+    if unfinished is None and not recipe_lr / 10 <= config.lr <= recipe_lr * 10 and Ranks.launched().main:
         far = f"{recipe_lr / config.lr:.0f}× below" if config.lr < recipe_lr else f"{config.lr / recipe_lr:.0f}× above"
         print(
             f"note: --lr={config.lr:g} is {far} the {recipe_lr:g} this recipe was measured with; the batch-normed layers' "
@@ -1298,9 +1291,18 @@ def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags
             file=sys.stderr,
         )
     data = load_data(config.dataset, config.data_dir)
+    if unfinished is not None:
+        if fingerprint(data.train_images, data.train_labels) != unfinished.data_fingerprint["train"]:
+            raise UserError(
+                f"{config.data_dir}: the training data changed since {run_dir} was saved; going on would not continue the same run"
+            )
+        verb = "continuing the unfinished run in" if resume in (None, False) else "resuming"
+        return _run_fit(
+            data, run_dir, config, unfinished, f"{verb} {run_dir} after {epoch_name(unfinished.resume['epoch'], config, ' of ')}"
+        )
     if len(data.train_images) < 2:
         raise UserError(f"{data.source}: only {len(data.train_images)} training image(s); need at least 2 to carve a validation split")
-    config = dataclasses.replace(config, data_dir=data.source, out=str(run_dir))
+    config = dataclasses.replace(config, data_dir=data.source)
     _run_fit(data, run_dir, config, None, f"training on {len(data.train_images)} {config.dataset} images from {data.source}")
 
 
@@ -1514,31 +1516,44 @@ def run_name(flags: dict | list[str]) -> str:
     return name if len(name) <= 64 else f"{name[:48]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-def open_run(config: TrainConfig, given: dict) -> tuple[Path, Checkpoint | None]:
-    """The run folder --out: a new (or empty) one, or one holding an unfinished run whose settings the command's `given`
-    flags agree with, returned with its state to continue; a finished run, a run the given flags differ from or any other
-    content is refused."""
-    path = Path(str(config.out)).expanduser()
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-        return path, None
-    ckpt = load_last(path) if path.is_dir() else None
-    if ckpt is None:
-        return _restart_first_epoch(path, config, given), None
-    saved = ckpt.train_config
-    _refuse_other_settings(path, config, saved, given)
-    state = ckpt.resume
+def open_run(flags: dict, resume: str | bool | None = None) -> tuple[Path, TrainConfig, Checkpoint | None]:
+    """Whether a run folder starts a new run or continues one, decided here alone for `train`, `--resume`, torchrun and
+    the notebook: (the folder, the settings, None) for a new run; (the folder, its saved settings with the command's
+    device and precision, its last.pt) for an unfinished one; RunFinished for a finished one; a UsageError where a flag
+    the command gives differs from the run's, or the folder holds anything else."""
+    if resume not in (None, False):
+        run_dir, ckpt = _resumed_run(resume, flags)
+    else:
+        config = TrainConfig(**flags).resolved()
+        run_dir = Path(str(config.out or Path("checkpoints") / run_name(flags))).expanduser()
+        ckpt = _saved_run(run_dir, config, flags)
+        if ckpt is None:
+            return run_dir, dataclasses.replace(config, out=str(run_dir)), None
     if run_finished(ckpt):
+        state, saved = ckpt.resume, ckpt.train_config
         done = (
-            f"{path} holds a finished run ({epoch_name(state['epoch'], saved, ' of ')}, best.pt from epoch {state['best_epoch']}, "
+            f"{run_dir} holds a finished run ({epoch_name(state['epoch'], saved, ' of ')}, best.pt from epoch {state['best_epoch']}, "
             f"validation accuracy {100 * ckpt.metrics['best_val_accuracy']:.2f}%)"
         )
         finished = RunFinished(
-            f"{done}; evaluate it with: python fashion_trainer.py evaluate {path / 'best.pt'}, or change a setting or choose a "
+            f"{done}; evaluate it with: python fashion_trainer.py evaluate {run_dir / 'best.pt'}, or change a setting or choose a "
             "new --out to train another"
         )
         finished.results = f"{done}: nothing was trained, these are its results; change a setting (or the run folder) to train another"
         raise finished
-    return path, ckpt
+    return run_dir, _on_this_machine(ckpt.train_config.with_changes(flags), flags), ckpt
+
+
+def _saved_run(path: Path, config: TrainConfig, given: dict) -> Checkpoint | None:
+    """The last.pt of the run in --out whose settings the command's `given` flags agree with; None for a new (or empty)
+    folder, or one killed before its first epoch was saved whole."""
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return None
+    ckpt = load_last(path) if path.is_dir() else None
+    if ckpt is None:
+        return _restart_first_epoch(path, config, given)
+    _refuse_other_settings(path, config, ckpt.train_config, given)
+    return ckpt
 
 
 def run_finished(ckpt: Checkpoint) -> bool:
@@ -1564,7 +1579,7 @@ def _refuse_other_settings(path: Path, config: TrainConfig, saved: TrainConfig, 
         print(f"note: the run in {path} keeps its own settings where this command leaves the code's defaults: {said}", file=sys.stderr)
 
 
-def _restart_first_epoch(path: Path, config: TrainConfig, given: dict) -> Path:
+def _restart_first_epoch(path: Path, config: TrainConfig, given: dict) -> None:
     """A run folder killed before its first epoch was saved whole holds only run files and no training state: the same
     command starts it again (nothing but an unfinished epoch is lost); any other content is refused."""
     names = [p.name for p in path.iterdir()] if path.is_dir() else None
@@ -1580,7 +1595,6 @@ def _restart_first_epoch(path: Path, config: TrainConfig, given: dict) -> Path:
             ) from None
         _refuse_other_settings(path, config, best.train_config, given)
     print(f"note: {path} holds no finished epoch's training state (stopped in epoch 1); starting the run again", file=sys.stderr)
-    return path
 
 
 # What a run folder holds besides its checkpoints: a folder of nothing else, without a training state, was killed before
@@ -1610,8 +1624,8 @@ def load_last(run_dir: Path) -> Checkpoint | None:
     return None
 
 
-def _resume(resume: str | bool, flags: dict) -> None:
-    """--resume: continue a run from its last.pt with the settings and data it was started with."""
+def _resumed_run(resume: str | bool, flags: dict) -> tuple[Path, Checkpoint]:
+    """--resume: the run folder and the training state it names (RUN, RUN/last.pt, or with --out=RUN)."""
     if resume is True:
         if flags.get("out") is None:
             raise UsageError("--resume needs the run: --resume=RUN_FOLDER/last.pt, or --resume with --out=RUN_FOLDER")
@@ -1630,12 +1644,11 @@ def _resume(resume: str | bool, flags: dict) -> None:
         ckpt = Checkpoint.load(path)
         if ckpt.resume is None:
             raise UserError(f"{path} holds no training state (best.pt never does); resume from the run's last.pt")
-    _continue(ckpt, run_dir, flags, "resuming")
+    return run_dir, ckpt
 
 
-def _continue(ckpt: Checkpoint, run_dir: Path, flags: dict, verb: str) -> None:
-    """Go on with a saved run on this machine: its settings and data, with --device/--precision from the command."""
-    config = ckpt.train_config.with_changes(flags)
+def _on_this_machine(config: TrainConfig, flags: dict) -> TrainConfig:
+    """A saved run's settings where this machine lacks the device or precision it ran with and the command names none."""
     if "device" not in flags and not device_available(config.device):
         print(
             f"note: this run was started with --device={config.device}, which is not available here; going on with --device=auto",
@@ -1645,11 +1658,7 @@ def _continue(ckpt: Checkpoint, run_dir: Path, flags: dict, verb: str) -> None:
     if "precision" not in flags and config.precision == "fp16" and pick_device(config.device).type == "cpu":
         print("note: this run was started with --precision=fp16, which needs a GPU; going on with --precision=auto", file=sys.stderr)
         config = dataclasses.replace(config, precision="auto")
-    check_before_reading(config, run_dir)
-    data = load_data(config.dataset, config.data_dir)
-    if fingerprint(data.train_images, data.train_labels) != ckpt.data_fingerprint["train"]:
-        raise UserError(f"{config.data_dir}: the training data changed since {run_dir} was saved; going on would not continue the same run")
-    _run_fit(data, run_dir, config, ckpt, f"{verb} {run_dir} after {epoch_name(ckpt.resume['epoch'], config, ' of ')}")
+    return config
 
 
 def check_before_reading(config: TrainConfig, run_dir: Path) -> None:

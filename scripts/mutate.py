@@ -116,7 +116,7 @@ MUTATIONS = [
     ),
     (
         "data: changed training data continued",
-        'if fingerprint(data.train_images, data.train_labels) != ckpt.data_fingerprint["train"]:',
+        'if fingerprint(data.train_images, data.train_labels) != unfinished.data_fingerprint["train"]:',
         "if False:",
         "tests/test_resume.py -k changed",
     ),
@@ -375,8 +375,8 @@ MUTATIONS = [
     ),
     (
         "resume: a continued run not checked first",
-        '        config = dataclasses.replace(config, precision="auto")\n    check_before_reading(config, run_dir)',
-        '        config = dataclasses.replace(config, precision="auto")\n    pass',
+        "    check_before_reading(config, run_dir)\n    recipe_lr = DATASETS[config.dataset].lr",
+        "    pass\n    recipe_lr = DATASETS[config.dataset].lr",
         "tests/test_faults.py -k continued_run",
     ),
     (

@@ -322,8 +322,10 @@ def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(cli
 
 def test_resume_forms_and_mistakes(cli, tiny_data, tmp_path):
     assert cli("train", f"--data_dir={tiny_data}", "--epochs=1", "--out=run")[0] == 0
-    code, _, err = cli("train", "--resume", "--out=run")  # already finished: nothing more to do, still a clean exit
-    assert code == 0, err
+    code, _, err = cli("train", "--resume", "--out=run")  # already finished: said as by the same command again
+    assert_one_line_error(code, err, "run holds a finished run (epoch 1 of 1", "evaluate run/best.pt", exit_code=3)
+    code, out, err = cli("train", "--resume=run", "--if_unfinished")
+    assert code == 0 and "nothing was trained, these are its results" in out, err
     assert_one_line_error(*cli("train", "--resume=run/best.pt")[::2], "no training state", "last.pt")
     assert_one_line_error(*cli("train", "--resume")[::2], "--resume needs the run", exit_code=2)
     assert_one_line_error(*cli("train", "--resume=nowhere/last.pt")[::2], "does not exist")
