@@ -430,6 +430,12 @@ MUTATIONS = [
         "layers = DATASETS[config.dataset].model_config",
         "tests/test_training.py -k code_update",
     ),
+    (
+        "curve: validation accuracy as a fraction",
+        'acc.plot(ends, [100 * e["val_accuracy"] for e in history["epochs"]], "o-", color="tab:orange", label="validation accuracy")',
+        'acc.plot(ends, [e["val_accuracy"] for e in history["epochs"]], "o-", color="tab:orange", label="validation accuracy")',
+        "tests/test_training.py -k curve_shows",
+    ),
     # compare and lr_find
     (
         "compare: an unfinished run shown as finished",

@@ -28,6 +28,26 @@ def test_train_writes_checkpoints_history_and_plot(cli, tiny_data, tmp_path):
     assert all(0 <= e["val_accuracy"] <= 1 and e["seconds"] > 0 for e in history["epochs"])
     last_line = out.strip().splitlines()[-1]
     assert last_line.startswith("best checkpoint: run/best.pt (epoch ") and "validation accuracy" in last_line
+    here = ft.precision_name(ft.autocast_dtype(torch.device("cpu"), "auto"))
+    assert all((e["device"], e["precision"]) == ("cpu", here) for e in history["epochs"])
+    best = ft.Checkpoint.load(run / "best.pt").metrics["epoch"]
+    assert history["best"] == {"epoch": best, "val_accuracy": history["epochs"][best - 1]["val_accuracy"]}
+    assert history["data"] == ft.Checkpoint.load(run / "best.pt").data_fingerprint
+
+
+def test_the_training_curve_shows_the_historys_numbers(cli, tiny_data, figures):
+    """What the curve draws is history.json's: every step's loss at its step, each epoch's validation accuracy (in %)
+    at the step it ended on, and after 20 steps their running mean."""
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=4", "--batch_size=32", "--augment=False")
+    assert code == 0, err
+    history = json.loads((ft.Path("run") / "history.json").read_text())
+    loss, accuracy = figures[-1].axes
+    per_step, mean = loss.lines
+    assert list(per_step.get_xdata()) == [s["step"] for s in history["steps"]]
+    assert list(per_step.get_ydata()) == pytest.approx([s["loss"] for s in history["steps"]])
+    assert len(history["steps"]) == 24 and mean.get_label() == "training loss (1-step mean)"  # 24 steps: k = 24 // 50 → 1
+    ends, shown = list(accuracy.lines[0].get_xdata()), list(accuracy.lines[0].get_ydata())
+    assert ends == [6, 12, 18, 24] and shown == pytest.approx([100 * e["val_accuracy"] for e in history["epochs"]])
 
 
 def test_the_same_train_command_without_out_continues_its_run_and_a_changed_one_trains_another(cli, tiny_data, tmp_path, monkeypatch):
