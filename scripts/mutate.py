@@ -436,6 +436,12 @@ MUTATIONS = [
         'acc.plot(ends, [e["val_accuracy"] for e in history["epochs"]], "o-", color="tab:orange", label="validation accuracy")',
         "tests/test_training.py -k curve_shows",
     ),
+    (
+        "show: a panel shows another image",
+        "        _imshow(ax, images[i])",
+        "        _imshow(ax, images[(i + 1) % len(images)])",
+        "tests/test_inspection.py -k first_misclassified",
+    ),
     # compare and lr_find
     (
         "compare: an unfinished run shown as finished",

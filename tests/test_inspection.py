@@ -169,6 +169,7 @@ def test_show_wrong_draws_the_first_misclassified_test_digits(cli, digits_model,
     assert len(missed) == 9  # a three-epoch model misses more than 9 of the sample's 1,000 test digits
     panels = [ax for ax in figures[0].axes if ax.images]
     assert [ax.get_title() for ax in panels] == [f"{data.test_labels[i]} → {predicted[i]}" for i in missed.tolist()]
+    assert all(np.array_equal(ax.images[0].get_array(), data.test_images[i, 0].numpy()) for ax, i in zip(panels, missed.tolist()))
     assert all(ax.title.get_color() == "red" for ax in panels) and out.strip().endswith("(9 images, 9 wrong)")
     assert "misclassified" in figures[0]._suptitle.get_text()
 
