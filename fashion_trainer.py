@@ -73,12 +73,6 @@ ROOT = Path(__file__).resolve().parent
 DIGITS = [str(d) for d in range(10)]
 
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
 CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 
 
@@ -200,7 +194,7 @@ DATASETS = {
         model_config=ModelConfig(),
     ),
     "fashionmnist": DatasetSpec(
-        classes=FASHION_CLASSES,
+        classes=["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
         input_shape=(1, 28, 28),
         files="idx",
         checksums={
@@ -220,7 +214,7 @@ DATASETS = {
         model_config=ModelConfig(),
     ),
     "cifar": DatasetSpec(
-        classes=CIFAR_CLASSES,
+        classes=["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
         input_shape=(3, 32, 32),
         files="cifar",
         checksums={CIFAR_ARCHIVE: "md5:c58f30108f718f92721af3b95e74349a"},
@@ -244,11 +238,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 SCHEDULERS = ("onecycle", "cosine", "step", "none")
-
-
-# What a flag may do when a run is continued (the same --out again, or --resume): "same" settings must match the saved
-# run; "here" settings say where and how this machine runs it and the command's value wins; "place" says where files are.
-RESUME_POLICIES = ("same", "here", "place")
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -298,8 +287,11 @@ def choice(*choices: str) -> Callable[[str, object], str]:
 
 
 def option(default: object, help: str, check: Callable[[str, object], object] | None = None, on_resume: str = "same"):
-    """A TrainConfig field that is a `train` flag: its default, its --help line, its check and its resume policy, in one place."""
-    assert on_resume in RESUME_POLICIES
+    """A TrainConfig field that is a `train` flag: its default, its --help line, its check and its resume policy, in one
+    place. The policy says what a continued run (the same --out again, or --resume) does with the flag: "same" settings
+    must match the saved run; "here" settings say where and how this machine runs it, and the command's value wins;
+    "place" says where files are."""
+    assert on_resume in ("same", "here", "place")
     return field(default=default, metadata={"help": help, "check": check, "on_resume": on_resume})
 
 
@@ -471,9 +463,6 @@ def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
     if len(starts) > 1 and n - starts[-1] < 2 * world:
         starts.pop()
     return starts
-
-
-AUGMENT_RANDOMS = 10  # uniform random numbers drawn per image and step, whatever the recipe uses of them
 
 
 def augment_batch(images: Tensor, rand: Tensor, recipe: Recipe, turn: Tensor | None = None) -> Tensor:
@@ -892,7 +881,7 @@ def training_batch(
     mine = idx[ranks.rank :: ranks.world].to(x_train.device)
     x, gen = x_train[mine], state.generator
     if config.augmentation:  # random numbers for the whole global batch: every rank's generator stays in step
-        rand = torch.rand(len(idx), AUGMENT_RANDOMS, generator=gen, device=gen.device)[ranks.rank :: ranks.world] * 2 - 1
+        rand = torch.rand(len(idx), 10, generator=gen, device=gen.device)[ranks.rank :: ranks.world] * 2 - 1  # all 10 a recipe may use
         x = augment_batch(x, rand.to(x_train.device), config.augmentation, None if turns is None else turns[mine])
     x = x.to(state.device, non_blocking=state.use.non_blocking).contiguous(memory_format=state.memory_format)
     return x, y_train[mine].to(state.device, non_blocking=state.use.non_blocking)
@@ -1474,14 +1463,11 @@ class Checkpoint:
         return model.eval()
 
 
-# How an optimizer steps on this device: torch's load_state_dict copies these from the checkpoint, made elsewhere.
-STEP_POLICY = ("fused", "foreach", "capturable", "differentiable")
-
-
 def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
     """Load a saved optimizer state but keep this device's way of stepping (a CPU run's unfused AdamW on a T4 with a
     gradient scaler fails its first step), with every state tensor where its parameter is and in its memory layout."""
-    policy = [{k: g[k] for k in STEP_POLICY if k in g} for g in optimizer.param_groups]
+    # how AdamW steps on this device: torch's load_state_dict would copy these from the checkpoint, made elsewhere
+    policy = [{k: g[k] for k in ("fused", "foreach", "capturable", "differentiable") if k in g} for g in optimizer.param_groups]
     optimizer.load_state_dict(saved)
     for group, own in zip(optimizer.param_groups, policy):
         group.update(own)
@@ -2352,7 +2338,7 @@ def _cifar_members(folder: Path) -> dict[str, bytes]:
     return {n: (batches / n).read_bytes() for n in names if (batches / n).is_file()}
 
 
-def read_cifar(folder: Path, classes: list[str] = CIFAR_CLASSES, train: bool = True) -> Data:
+def read_cifar(folder: Path, classes: list[str], train: bool = True) -> Data:
     """CIFAR-10 from the official python archive: pickled dicts with b"data" uint8 [N, 3072] and b"labels"."""
     members = _cifar_members(folder)
     parts = {}
@@ -2450,12 +2436,6 @@ def fetch(dataset: str, folder: Path, mirrors: tuple[str, ...], offline_hint: st
 # ----------------------------------------------------------------------------- prepare: corrupted MNIST built from MNIST, per image or as the course does
 
 
-PREPARE_MODES = ("per-image", "course")
-
-
-INTERPOLATIONS = ("nearest", "bilinear")
-
-
 def prepare(
     dataset: str = DEFAULT_DATASET,
     out: str | None = None,
@@ -2513,10 +2493,10 @@ def prepare(
 
 def _prepare_plan(mode: str, degrees: float, interpolation: str, train_shards, shard_size: int, test_size, seed: int) -> dict:
     """`prepare`'s flags checked, with the sizes its --mode implies where they are not given: what prepare.json records."""
-    course = _check_choice("mode", mode, PREPARE_MODES) == "course"
+    course = _check_choice("mode", mode, ("per-image", "course")) == "course"
     return {
         "mode": mode,
-        "interpolation": _check_choice("interpolation", interpolation, INTERPOLATIONS),
+        "interpolation": _check_choice("interpolation", interpolation, ("nearest", "bilinear")),
         "seed": _check_int("seed", seed, 0),
         "degrees": _check_float("degrees", degrees, 0, 180, low_open=False, high_open=False),
         "train_shards": _check_int("train_shards", (6 if course else 5) if train_shards is None else train_shards, 1),

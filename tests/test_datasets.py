@@ -27,7 +27,7 @@ def cifar_members(n: int = 20, seed: int = 0) -> dict[str, bytes]:
             data[i, label * 96 : label * 96 + 96] = 255
         batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data, b"filenames": [b"img.png"] * n}
         members[name] = pickle.dumps(batch, protocol=2)
-    meta = {b"label_names": [c.encode() for c in ft.CIFAR_CLASSES], b"num_cases_per_batch": n, b"num_vis": 3072}
+    meta = {b"label_names": [c.encode() for c in ft.DATASETS["cifar"].classes], b"num_cases_per_batch": n, b"num_vis": 3072}
     members["batches.meta"] = pickle.dumps(meta, protocol=2)
     return members
 
@@ -46,9 +46,9 @@ def write_cifar_archive(folder: Path, members: dict[str, bytes] | None = None) -
 
 def test_cifar_archive_reads_whole_dataset_channels_first(tmp_path):
     write_cifar_archive(tmp_path)
-    data = ft.read_cifar(tmp_path)
+    data = ft.read_cifar(tmp_path, ft.DATASETS["cifar"].classes)
     assert data.train_images.shape == (100, 3, 32, 32) and data.test_images.shape == (20, 3, 32, 32)
-    assert data.classes == ft.CIFAR_CLASSES
+    assert data.classes == ft.DATASETS["cifar"].classes
     first = pickle.loads(cifar_members()["data_batch_1"], encoding="bytes")
     # the first 1024 values are the red channel, row by row
     assert torch.equal(data.train_images[0, 0].flatten(), torch.from_numpy(first[b"data"][0, :1024]).float() / 255)
@@ -61,7 +61,7 @@ def test_cifar_extracted_folder_reads_the_same(tmp_path):
     for name, raw in cifar_members().items():
         (batches / name).write_bytes(raw)
     write_cifar_archive(tmp_path / "archive")
-    a, b = ft.read_cifar(tmp_path), ft.read_cifar(tmp_path / "archive")
+    a, b = ft.read_cifar(tmp_path, ft.DATASETS["cifar"].classes), ft.read_cifar(tmp_path / "archive", ft.DATASETS["cifar"].classes)
     assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_labels, b.test_labels)
 
 
@@ -105,12 +105,12 @@ def test_cifar_trains_end_to_end_and_evaluate_reports_per_class_and_confusion(cl
     code, _, err = cli("train", "--dataset=cifar", "--data_dir=c", "--out=run", "--epochs=2", "--batch_size=32")
     assert code == 0, err
     state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    assert state["classes"] == ft.CIFAR_CLASSES and state["model_config"]["input_shape"] == [3, 32, 32]
+    assert state["classes"] == ft.DATASETS["cifar"].classes and state["model_config"]["input_shape"] == [3, 32, 32]
     assert state["train_config"]["dataset"] == "cifar" and state["train_config"]["augmentation"]["hflip"] is True
     code, out, err = cli("evaluate", "run/best.pt", "--data_dir=c")  # the dataset comes from the checkpoint
     assert code == 0, err
     assert out.startswith("Test accuracy:") and out.strip().endswith("/20)") and len(out.splitlines()) == 1
-    assert all(name in err for name in ft.CIFAR_CLASSES)
+    assert all(name in err for name in ft.DATASETS["cifar"].classes)
     assert (tmp_path / "run" / "best_confusion.png").read_bytes()[:4] == b"\x89PNG"
     code, _, err = cli("evaluate", "run/best.pt", "--dataset=mnist", f"--data_dir={write_mnist_folder(tmp_path / 'm')}")
     assert_one_line_error(code, err, "3×32×32", "--dataset")
@@ -154,7 +154,7 @@ def test_idx_datasets_train_with_their_class_names(cli, tmp_path):
     code, _, err = cli("train", "--dataset=fashionmnist", "--data_dir=f", "--out=run", "--epochs=1")
     assert code == 0, err
     state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    assert state["classes"] == ft.FASHION_CLASSES and state["train_config"]["augmentation"]["degrees"] == 0
+    assert state["classes"] == ft.DATASETS["fashionmnist"].classes and state["train_config"]["augmentation"]["degrees"] == 0
     code, out, err = cli("evaluate", "run/best.pt", "--data_dir=f")
     assert code == 0 and "Ankle boot" in err and out.strip().endswith("/30)")
 
@@ -194,5 +194,5 @@ def test_real_fashion_mnist_files_match_the_recorded_checksums():
     folder = SHARED_DATA / "fashion-mnist"
     for name, checksum in ft.DATASETS["fashionmnist"].checksums.items():
         assert ft.checksum_matches(folder / name, checksum, gzipped=True)
-    data = ft.read_idx_dataset(folder, ft.FASHION_CLASSES)
+    data = ft.read_idx_dataset(folder, ft.DATASETS["fashionmnist"].classes)
     assert data.train_images.shape == (60000, 1, 28, 28) and np.bincount(data.test_labels.numpy()).tolist() == [1000] * 10
