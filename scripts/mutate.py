@@ -442,6 +442,12 @@ MUTATIONS = [
         "        _imshow(ax, images[(i + 1) % len(images)])",
         "tests/test_inspection.py -k first_misclassified",
     ),
+    (
+        "setup report: the CPU's precision named for every device",
+        """lines.append(f"precision: {said[precision_name(autocast_dtype(device, 'auto'))]} (train's --precision=auto here)")""",
+        """lines.append(f"precision: {said[precision_name(autocast_dtype(torch.device('cpu'), 'auto'))]} (train's --precision=auto here)")""",
+        "tests/test_cli.py -k setup_report",
+    ),
     # compare and lr_find
     (
         "compare: an unfinished run shown as finished",

@@ -229,6 +229,7 @@ def test_a_colab_user_across_updates_settings_and_the_python_habit(colab, origin
     text = text_of(nb)
     assert f"on commit {first}" in text and "Cloning into" in text  # git's own output reached the cell
     assert "WARNING: this runtime has no GPU" in text and "Runtime > Change runtime type" in text
+    assert f"code: {first} " in text and "precision: " in text and "free space in " in text  # the setup report
     assert "run folder: checkpoints/corruptedmnist-batch_size16" in text
     assert "epoch 10/10:" in text and "--epochs" not in text  # the dataset's default number of epochs
     assert images_in(nb.cells[5]) == 1 and runtime.redraws >= 1  # the curve, redrawn in place (tiny epochs: not each one)
@@ -249,6 +250,10 @@ def test_a_colab_user_across_updates_settings_and_the_python_habit(colab, origin
     assert f"on commit {second}" in text and "code of the second commit" in json.dumps(nb.cells[3].outputs)
     assert "run folder: checkpoints/corruptedmnist-lr0.0001-batch_size16-budget6" in text and "--budget=6:" in text
     assert "nothing was trained" not in text and "Test accuracy:" in text
+    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    compared = re.findall(r"^(corruptedmnist-\S+) ", printed, re.MULTILINE)  # compare's table: both runs, side by side
+    assert compared == ["corruptedmnist-batch_size16", "corruptedmnist-lr0.0001-batch_size16-budget6"], printed
+    assert "settings that differ" in text and images_in(nb.cells[-1]) == 1  # and their curves in one picture
 
     # an edit of the user's own blocks the next update: said in one line, kept, and run; the same settings show the
     # finished run, labelled as the earlier run's, with nothing trained or rebuilt
