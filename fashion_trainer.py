@@ -2669,15 +2669,18 @@ def read_run(folder: Path) -> dict | None:
     """A run folder's history, whether it is finished, its test result and where it ran; None (and a note) if it is no run."""
     try:
         history = json.loads((folder / "history.json").read_text())
-        epochs, config, best = history["epochs"], history["config"], history["best"]
-        assert epochs and isinstance(config, dict) and isinstance(best, dict)
+        epochs, config = history["epochs"], history["config"]
+        assert epochs and isinstance(config, dict)
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
         print(f"note: {folder} is no run folder with a finished epoch (no readable history.json); left out", file=sys.stderr)
         return None
-    try:
-        done = run_finished(Checkpoint.load(folder / "last.pt"))
-    except UserError:
-        done = False
+    last = None
+    with contextlib.suppress(UserError):
+        last = Checkpoint.load(folder / "last.pt")
+    done = last is not None and last.resume is not None and run_finished(last)
+    if "best" not in history:  # a history.json of the code before 2026-12-04: its best epoch is named in last.pt only
+        chosen = last.metrics["best_epoch"] if last else max(epochs, key=lambda e: e["val_accuracy"])["epoch"]
+        history["best"] = {"epoch": chosen, "val_accuracy": epochs[chosen - 1]["val_accuracy"]}
     of = f"/{config['epochs']}" if config.get("epochs") else ""
     status = f"{len(epochs)}{of}" + ("" if done else " unfinished")
     places = [f"{e.get('device', '?')} {e.get('precision', '?')}" for e in epochs]
@@ -2686,7 +2689,7 @@ def read_run(folder: Path) -> dict | None:
         test = tested_accuracy(json.loads((folder / "best_test.json").read_text()), history)
     except (OSError, ValueError, KeyError, TypeError):
         test = "-"
-    return {"folder": folder, "config": config, "epochs": epochs, "best": best, "status": status, "device": device, "test": test}
+    return {"folder": folder, "config": config, "epochs": epochs, "best": history["best"], "status": status, "device": device, "test": test}
 
 
 def tested_accuracy(result: dict, history: dict) -> str:
