@@ -2765,6 +2765,8 @@ def lr_find(start_lr: float = 1e-5, end_lr: float = 1.0, steps: int = 200, plot:
     _check_float("start_lr", start_lr, 0)
     _check_float("end_lr", end_lr, start_lr)
     _check_int("steps", steps, 10)
+    if Ranks.launched().world > 1:
+        raise UsageError("lr_find runs in one process: start it with python, not torchrun (the --lr it finds suits both)")
     config = TrainConfig(**flags).resolved()
     path = Path(str(plot)) if plot else Path("checkpoints") / f"lr_find-{run_name(flags)}.png"
     check_writable(path.parent)  # before any data is read

@@ -134,7 +134,9 @@ def test_the_suggestion_is_a_tenth_of_the_lowest_smoothed_loss_or_none():
     assert ft.suggest_lr(lrs, [2.0, 2.1, 2.5, 3.0, 5.0, 9.0]) is None  # never fell
 
 
-def test_lr_find_refuses_what_it_cannot_use(cli, tiny_data):
+def test_lr_find_refuses_what_it_cannot_use(cli, tiny_data, monkeypatch):
     assert_one_line_error(*cli("lr_find", f"--data_dir={tiny_data}", "--steps=3")[::2], "--steps", exit_code=2)
     assert_one_line_error(*cli("lr_find", f"--data_dir={tiny_data}", "--epochs=3")[::2], "unknown flag --epochs", exit_code=2)
     assert_one_line_error(*cli("lr_find", f"--data_dir={tiny_data}", "--end_lr=1e-6")[::2], "--end_lr", exit_code=2)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun every process would write the same picture
+    assert_one_line_error(*cli("lr_find", f"--data_dir={tiny_data}")[::2], "not torchrun", exit_code=2)
