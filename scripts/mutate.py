@@ -448,6 +448,12 @@ MUTATIONS = [
         """lines.append(f"precision: {said[precision_name(autocast_dtype(torch.device('cpu'), 'auto'))]} (train's --precision=auto here)")""",
         "tests/test_cli.py -k setup_report",
     ),
+    (
+        "evaluate: the confusion picture's counts transposed",
+        "                ax.text(j, i, int(confusion[i, j]),",
+        "                ax.text(i, j, int(confusion[i, j]),",
+        "tests/test_evaluate.py -k hand",
+    ),
     # compare and lr_find
     (
         "compare: an unfinished run shown as finished",

@@ -1,6 +1,7 @@
 """Evaluation: the one-line result, and every kind of bad checkpoint refused without running code."""
 
 import dataclasses
+import json
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -170,7 +171,7 @@ def test_scoring_on_the_bundled_sample_says_when_the_digits_may_be_training_digi
     assert_one_line_error(*cli("evaluate", "own/best.pt", "--precision=half")[::2], "--precision", exit_code=2)
 
 
-def test_evaluate_reports_a_model_that_always_answers_3_as_worked_out_by_hand(cli, trained, tmp_path, monkeypatch):
+def test_evaluate_reports_a_model_that_always_answers_3_as_worked_out_by_hand(cli, trained, tmp_path, monkeypatch, figures):
     """Every number a user reads, against a case worked out by hand: a network whose weights are all zero but the
     classifier's bias for 3 answers 3 for every image, so the result line, the per-class lines and the confusion matrix
     follow from the test labels alone."""
@@ -196,3 +197,12 @@ def test_evaluate_reports_a_model_that_always_answers_3_as_worked_out_by_hand(cl
     confusion, classes, title, where = shown[0]
     assert torch.equal(confusion, expected) and classes == ft.DIGITS and f"{100 * int(counts[3]) / 60:.2f}% correct" in title
     assert (tmp_path / "threes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(where) == "threes.png"
+    # the picture: every row that holds digits is dark in the column of 3 alone, and says its count there
+    axes = figures[0].axes[0]
+    shades = np.zeros((10, 10))
+    shades[:, 3] = (counts > 0).numpy()
+    assert np.array_equal(axes.images[0].get_array(), shades)
+    assert sorted((t.get_position(), t.get_text()) for t in axes.texts) == sorted(((3, i), str(int(n))) for i, n in enumerate(counts) if n)
+    # and the result compare shows, recorded beside it
+    result = json.loads((tmp_path / "threes_test.json").read_text())
+    assert (result["correct"], result["total"], result["accuracy"]) == (int(counts[3]), 60, int(counts[3]) / 60)
