@@ -143,7 +143,8 @@ class DatasetSpec:
     checksums: dict[str, str] = field(default_factory=dict)
     alternatives: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a file also counts as present if one of these is
     mirrors: tuple[str, ...] = ()
-    system_dirs: tuple[str, ...] = ()  # folders an OS package installs the files into
+    # where its files are looked for without --data_dir, in this order; the first is where `prepare` builds or downloads them
+    folders: tuple[str, ...] = ()
 
 
 DEFAULT_DATASET = "corruptedmnist"
@@ -160,6 +161,20 @@ DATASETS = {
         classes=DIGITS,
         input_shape=(1, 28, 28),
         files="course",
+        # our own `prepare` output, then the folder names of the course's years (its data exercise writes data/processed/);
+        # where none holds the files, the bundled sample
+        folders=(
+            "data/corruptedmnist",
+            "data/corruptmnist",
+            "data/corruptmnist_v2",
+            "data/corruptmnist_v1",
+            "data/raw/corruptedmnist",
+            "data/raw/corruptmnist",
+            "data/raw/corruptmnist_v2",
+            "data/raw/corruptmnist_v1",
+            "data/raw",
+            "data/processed",
+        ),
         epochs=10,
         lr=3e-3,
         weight_decay=0.05,
@@ -185,6 +200,7 @@ DATASETS = {
             "t10k-labels-idx1-ubyte.gz": "sha256:ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
         },
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        folders=("data/mnist",),
         epochs=8,
         lr=3e-3,
         weight_decay=5e-4,
@@ -204,7 +220,7 @@ DATASETS = {
             "t10k-labels-idx1-ubyte.gz": "sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         },
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        system_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian/Ubuntu package dataset-fashion-mnist
+        folders=("data/fashionmnist", "/usr/share/datasets/fashion-mnist"),  # and where Debian's dataset-fashion-mnist puts them
         epochs=10,
         lr=3e-3,
         weight_decay=5e-4,
@@ -220,6 +236,7 @@ DATASETS = {
         checksums={CIFAR_ARCHIVE: "md5:c58f30108f718f92721af3b95e74349a"},
         alternatives={CIFAR_ARCHIVE: ("cifar-10-batches-py/data_batch_1", "data_batch_1")},  # the archive already extracted
         mirrors=("https://www.cs.toronto.edu/~kriz/",),
+        folders=("data/cifar",),
         epochs=30,
         lr=3e-3,
         weight_decay=5e-4,
@@ -2041,37 +2058,18 @@ GET_DATA_HINT = "build the full data with: python fashion_trainer.py prepare"
 LAYOUTS = "train_<i>.npz + test.npz, train_images_<i>.pt + train_target_<i>.pt, or train_images.pt + train_target.pt, with test_images.pt + test_target.pt"
 
 
-# Where corrupted MNIST is looked for without --data_dir, in this order: our own `prepare` output, then the folder
-# names of the course's years (its data exercise writes data/processed/), then the bundled sample.
-DATA_SEARCH = tuple(
-    Path(p)
-    for p in (
-        "data/corruptedmnist",
-        "data/corruptmnist",
-        "data/corruptmnist_v2",
-        "data/corruptmnist_v1",
-        "data/raw/corruptedmnist",
-        "data/raw/corruptmnist",
-        "data/raw/corruptmnist_v2",
-        "data/raw/corruptmnist_v1",
-        "data/raw",
-        "data/processed",
-    )
-)
-
-
 def locate(dataset: str, data_dir: str | None) -> Path:
-    """The folder holding a dataset's files: --data_dir, data/<dataset>/, a system folder, or a fresh verified download."""
+    """The folder holding a dataset's files: --data_dir, the first of its table's folders that holds them, or a fresh
+    verified download into the first."""
     spec = _check_dataset(dataset)
     if not spec.checksums:  # built by `prepare`, never downloaded
         return resolve_data_dir(data_dir)
     if data_dir is not None:
-        return existing_dir(data_dir, f"leave it out to use or download data/{dataset}/")
-    default = Path("data") / dataset
-    for folder in (default, *map(Path, spec.system_dirs)):
+        return existing_dir(data_dir, f"leave it out to use or download {spec.folders[0]}/")
+    for folder in map(Path, spec.folders):
         if all(_present(folder, name, spec) for name in spec.checksums):
             return folder
-    return fetch(dataset, default, spec.mirrors)
+    return fetch(dataset, Path(spec.folders[0]), spec.mirrors)
 
 
 def _present(folder: Path, name: str, spec: DatasetSpec) -> bool:
@@ -2081,21 +2079,22 @@ def _present(folder: Path, name: str, spec: DatasetSpec) -> bool:
 
 
 def resolve_data_dir(data_dir: str | None) -> Path:
-    """Pick the corrupted-MNIST folder: --data_dir, else the first of DATA_SEARCH holding a layout, else the bundled sample."""
+    """Pick the corrupted-MNIST folder: --data_dir, else the first of its table's folders holding a layout, else the bundled sample."""
     if data_dir is not None:
         return existing_dir(data_dir, f"{GET_DATA_HINT} --out={data_dir}")
-    found = find_corrupted_mnist(DATA_SEARCH)
+    searched = [Path(f) for f in DATASETS[DEFAULT_DATASET].folders]
+    found = find_corrupted_mnist(searched)
     if found is not None:
         print(f"data: {found[0]} ({found[1]})", file=sys.stderr)
         return found[0]
-    looked = [folder for folder in DATA_SEARCH if folder.is_dir()]
+    looked = [folder for folder in searched if folder.is_dir()]
     if looked:
         held = "; ".join(f"{folder} holds {_contents(folder)}" for folder in looked)
         raise UserError(
             f"no corrupted-MNIST files ({LAYOUTS}) where they are looked for: {held}. Pass --data_dir=FOLDER, or {GET_DATA_HINT}"
         )
     print(
-        f"note: no corrupted-MNIST folder here ({DATA_SEARCH[0]}/, data/corruptmnist*/, data/raw/, data/processed/), "
+        f"note: no corrupted-MNIST folder here ({searched[0]}/, data/corruptmnist*/, data/raw/, data/processed/), "
         f"so using the bundled sample (4,000 training digits); for the full data: python fashion_trainer.py prepare",
         file=sys.stderr,
     )
@@ -2475,10 +2474,10 @@ def prepare(
     if spec.checksums:
         return _fetch_dataset(dataset, out, source, mirror)
     plan = _prepare_plan(mode, degrees, interpolation, train_shards, shard_size, test_size, seed)
-    found = find_corrupted_mnist([Path(str(out))] if out else DATA_SEARCH) if if_missing else None
+    found = find_corrupted_mnist([Path(str(out))] if out else [Path(f) for f in spec.folders]) if if_missing else None
     if found is not None:
         return _say_what_is_built(*found, plan)
-    out_dir = Path(str(out or DATA_SEARCH[0])).expanduser()
+    out_dir = Path(str(out or spec.folders[0])).expanduser()
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise UsageError(f"--out {out_dir} already holds data; pass --force to rebuild it")
     check_writable(out_dir.parent)  # before any download or reading
@@ -2510,7 +2509,7 @@ def _fetch_dataset(dataset: str, out: str | None, source: str | None, mirror: st
     if source is not None:
         raise UsageError(f"--source is for building corruptedmnist; for {dataset} put the files in a folder and pass --data_dir to train")
     spec = DATASETS[dataset]
-    folder = fetch(dataset, Path(str(out or Path("data") / dataset)), (str(mirror),) if mirror else spec.mirrors)
+    folder = fetch(dataset, Path(str(out or spec.folders[0])), (str(mirror),) if mirror else spec.mirrors)
     data = read_dataset(spec, folder)
     print(f"{dataset} is ready in {folder}: {len(data.train_images)} train / {len(data.test_images)} test images")
 
@@ -2519,7 +2518,7 @@ def _mnist_source(source: str | None, mirror: str | None) -> Path:
     """The folder of the four MNIST IDX files that `prepare` builds from: --source, or a verified download."""
     if source is None:
         mirrors = (str(mirror),) if mirror else DATASETS["mnist"].mirrors
-        return fetch("mnist", Path("data/mnist"), mirrors, "then run: python fashion_trainer.py prepare --source=FOLDER")
+        return fetch("mnist", Path(DATASETS["mnist"].folders[0]), mirrors, "then run: python fashion_trainer.py prepare --source=FOLDER")
     src = Path(str(source)).expanduser()
     if not src.is_dir():
         raise UserError(f"--source {src} is not a folder; it must hold the four official MNIST .gz files")

@@ -162,7 +162,7 @@ def test_idx_datasets_train_with_their_class_names(cli, tmp_path):
 def test_default_folder_then_system_folder_are_used_before_downloading(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     system = write_mnist_folder(tmp_path / "usr-share")
-    spec = dataclasses.replace(ft.DATASETS["fashionmnist"], system_dirs=(str(system),), mirrors=("http://127.0.0.1:9/",))
+    spec = dataclasses.replace(ft.DATASETS["fashionmnist"], folders=("data/fashionmnist", str(system)), mirrors=("http://127.0.0.1:9/",))
     monkeypatch.setitem(ft.DATASETS, "fashionmnist", spec)
     assert ft.locate("fashionmnist", None) == system
     write_mnist_folder(tmp_path / "data" / "fashionmnist")
