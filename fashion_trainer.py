@@ -2751,7 +2751,7 @@ def plot_comparison(runs: list[dict], labels: list[str], path: Path) -> None:
     "val_fraction",
 )
 def lr_find(start_lr: float = 1e-5, end_lr: float = 1.0, steps: int = 200, plot: str | None = None, **flags) -> None:
-    """A learning-rate range test: from fresh weights the learning rate rises exponentially, step by step, until the loss blows up; a PNG of loss against learning rate and `suggested --lr=…`.
+    """A learning-rate range test: from fresh weights the learning rate rises step by step until the loss blows up; plots it, suggests a --lr.
 
     The data, network, augmentation and step are those `train` uses with the same flags.
 
@@ -2822,7 +2822,8 @@ def plot_lr_find(lrs: list[float], losses: list[float], suggested: float | None,
         ax.axvline(suggested, color="tab:green", ls="--", label=f"suggested --lr={suggested:.2g}")
     ax.axvline(DATASETS[config.dataset].lr, color="tab:gray", ls=":", label=f"default --lr={DATASETS[config.dataset].lr:g}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title=f"lr_find: {config.dataset}, batch {config.batch_size}")
-    ax.set_ylim(top=min(max(losses), 2.5 * losses[0]))
+    finite = [v for v in losses if math.isfinite(v)] or [1.0]
+    ax.set_ylim(top=min(max(finite), 2.5 * finite[0]))  # the blow-up's last steps would flatten the rest
     ax.legend()
     fig.tight_layout()
     save_figure(fig, path)

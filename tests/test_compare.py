@@ -140,3 +140,11 @@ def test_lr_find_refuses_what_it_cannot_use(cli, tiny_data, monkeypatch):
     assert_one_line_error(*cli("lr_find", f"--data_dir={tiny_data}", "--end_lr=1e-6")[::2], "--end_lr", exit_code=2)
     monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun every process would write the same picture
     assert_one_line_error(*cli("lr_find", f"--data_dir={tiny_data}")[::2], "not torchrun", exit_code=2)
+
+
+def test_lr_find_says_so_where_the_loss_never_fell(cli, tiny_data, tmp_path):
+    code, _, err = cli(
+        "lr_find", f"--data_dir={tiny_data}", "--batch_size=32", "--steps=20", "--start_lr=100", "--end_lr=1e6", "--plot=p.png"
+    )
+    assert_one_line_error(code, err, "the loss never fell between --start_lr=100", "plot: p.png")
+    assert (tmp_path / "p.png").is_file()  # the curve that shows why
