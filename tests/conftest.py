@@ -85,6 +85,7 @@ REPORTS = (
     "confusion matrix:",
     "download ",
     "write shards",
+    "lr_find",
 )
 
 
