@@ -8,7 +8,8 @@ Read it top-down: the story of a run comes first, the machinery that keeps runs 
   evaluation      `evaluate`: test accuracy, per class, the confusion matrix
   commands        `train` and the entry point
   APPENDIX        run folders and checkpoints (Checkpoint, open_run), devices and torchrun, safe writes and errors, data
-                  files and downloads, `prepare`, inspection (`show`, `mc_dropout`, `knn`, `predict`), notebook helpers
+                  files and downloads, the course's rotations, `prepare`, pictures, `compare` and `lr_find`, inspection
+                  (`show`, `mc_dropout`, `knn`, `predict`), notebook helpers
 
 Ways to run it:
   python fashion_trainer.py train                       CPU, Apple MPS or one CUDA GPU (--device=auto picks)
@@ -533,68 +534,6 @@ def affine_warp(
     return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
-def upright_turns(data: Data, train_idx: Tensor, recipe: Recipe | None) -> Tensor | None:
-    """For an `upright` recipe, the turn that undoes each training image's shard rotation: its random rotation then
-    spans ±degrees from upright, whatever angles the shards were given (the course turns each 5,000-digit file as one)."""
-    if recipe is None or not recipe.upright or data.train_shards is None:
-        return None
-    angles = shard_angles(data.train_images, data.train_labels, data.train_shards).clamp(-recipe.upright_limit, recipe.upright_limit)
-    return -angles[data.train_shards[train_idx]]
-
-
-def shard_angles(images: Tensor, labels: Tensor, shards: Tensor) -> Tensor:
-    """Each shard's rotation in degrees, measured against upright MNIST class by class (a turned shard shows as one angle;
-    one whose digits are each turned at random as about 0), chunked to bound memory."""
-    upright = torch.tensor(UPRIGHT_ORIENTATION, dtype=torch.complex64)
-    agreement = torch.cat([ink_orientation(images[i : i + 8192]) for i in range(0, len(images), 8192)]) * upright[labels].conj()
-    totals = torch.zeros(int(shards.max()) + 1, dtype=torch.complex64).index_add_(0, shards, agreement)
-    return torch.rad2deg(torch.angle(totals) / 2)
-
-
-# Per class, the mean of ((μ20 - μ02) + 2iμ11) / (μ20 + μ02) of the ink of upright MNIST training digits (second moments;
-# scripts/upright_orientation.py measures it): turning a digit by φ degrees turns this number by 2φ.
-UPRIGHT_ORIENTATION = (
-    complex(-0.109, -0.235), complex(-0.742, -0.356), complex(-0.262, -0.109), complex(-0.429, -0.073), complex(-0.120, -0.063),
-    complex(-0.292, -0.247), complex(-0.315, -0.049), complex(-0.377, -0.045), complex(-0.416, -0.238), complex(-0.373, -0.010),
-)  # fmt: skip
-
-
-def ink_orientation(images: Tensor) -> Tensor:
-    """Per image, ((μ20 - μ02) + 2iμ11) / (μ20 + μ02) of its ink's second moments: a complex number that turns by 2φ when
-    the image turns by φ (one channel, [N, 1, H, W])."""
-    ink = images[:, 0].float()
-    h, w = ink.shape[-2:]
-    ys, xs = torch.arange(h, dtype=ink.dtype).view(1, h, 1), torch.arange(w, dtype=ink.dtype).view(1, 1, w)
-    mass = ink.sum((1, 2)).clamp_min(1e-6)
-    dy = ys - ((ink * ys).sum((1, 2)) / mass).view(-1, 1, 1)
-    dx = xs - ((ink * xs).sum((1, 2)) / mass).view(-1, 1, 1)
-    mu20, mu02, mu11 = ((ink * d).sum((1, 2)) / mass for d in (dx * dx, dy * dy, dx * dy))
-    return torch.complex(mu20 - mu02, 2 * mu11) / (mu20 + mu02).clamp_min(1e-6)
-
-
-def rotate_all(images: Tensor, angles: Tensor, mode: str = "bilinear", chunk: int = 8192) -> Tensor:
-    """Rotate each image by its angle (degrees, counter-clockwise, about the centre, zero fill), in chunks."""
-    parts = [affine_warp(images[i : i + chunk], angles[i : i + chunk], mode=mode) for i in range(0, len(images), chunk)]
-    return torch.cat(parts).clamp_(0, 1)
-
-
-def fingerprint(images: Tensor, labels: Tensor) -> str:
-    """A short SHA-256 of a split's pixels (quantised to 8 bits) and labels, for provenance checks."""
-    digest = hashlib.sha256()
-    digest.update(images.mul(255).round().to(torch.uint8).numpy().tobytes())
-    digest.update(labels.numpy().astype("<i8").tobytes())
-    return digest.hexdigest()[:16]
-
-
-def data_fingerprints(data: Data) -> dict:
-    """Fingerprints of both splits and where they came from, stored in every checkpoint."""
-    return {
-        "train": fingerprint(data.train_images, data.train_labels),
-        "test": fingerprint(data.test_images, data.test_labels),
-        "source": data.source,
-    }
-
-
 # ----------------------------------------------------------------------------- model: the CNN, plain or with p4 convolutions
 
 
@@ -1076,48 +1015,6 @@ def save_epoch(
     )
 
 
-class CurveRedraws:
-    """When training_curve.png is redrawn: after every epoch, unless that would spend more than a tenth of the run on
-    drawing (a drawing takes 0.2-0.3 s here, an epoch of tiny data or on a fast GPU less than that); always at the end."""
-
-    def __init__(self):
-        self.next_at, self.epoch = 0.0, 0
-
-    def draw(self, history: dict, path: Path, final: bool = False) -> None:
-        """Redraw the curve if it is due (or `final` and not yet showing the last epoch)."""
-        epoch = len(history["epochs"])
-        if epoch == self.epoch or not (final or time.perf_counter() >= self.next_at):
-            return
-        began = time.perf_counter()
-        plot_training_curve(history, path)
-        self.next_at, self.epoch = began + 10 * (time.perf_counter() - began), epoch
-
-
-def plot_training_curve(history: dict, path: Path) -> None:
-    """Training loss per step and validation accuracy per epoch, as a PNG."""
-    plt = _pyplot()
-    steps = [s["step"] for s in history["steps"]]
-    losses = [s["loss"] for s in history["steps"]]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    ax.plot(steps, losses, lw=0.6, color="tab:blue", alpha=0.4, label="training loss (per step)")
-    if len(losses) >= 20:
-        k = max(1, len(losses) // 50)
-        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1 :], smooth, color="tab:blue", label=f"training loss ({k}-step mean)")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    acc = ax.twinx()
-    ends = [e["step"] for e in history["epochs"]]
-    acc.plot(ends, [100 * e["val_accuracy"] for e in history["epochs"]], "o-", color="tab:orange", label="validation accuracy")
-    acc.set_ylabel("validation accuracy (%)")
-    lines = ax.get_legend_handles_labels()[0] + acc.get_legend_handles_labels()[0]
-    ax.legend(lines, [line.get_label() for line in lines], loc="center right")
-    ax.set_title("fashion_trainer: training curve")
-    fig.tight_layout()
-    save_figure(fig, path, make_folder=False)  # into the run folder, which fit opened once
-
-
 # ----------------------------------------------------------------------------- evaluation: test accuracy, per class, the confusion matrix
 
 
@@ -1240,27 +1137,6 @@ def predict_probs(
     probs = single.clone()
     probs[unsure] = sum(views) / len(angles)
     return probs
-
-
-def plot_confusion(confusion: Tensor, classes: list[str], title: str, path: Path) -> None:
-    """A confusion matrix (rows: true class, columns: predicted) with counts, as a PNG."""
-    plt = _pyplot()
-
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.55 * n), dpi=100)
-    rates = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
-    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            if confusion[i, j]:
-                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), classes, fontsize=8)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- commands: train (and its flags from TrainConfig), the entry point
@@ -1398,6 +1274,23 @@ def _flag_names(argv: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- run folders and checkpoints: what a run folder holds, whether a run continues
+
+
+def fingerprint(images: Tensor, labels: Tensor) -> str:
+    """A short SHA-256 of a split's pixels (quantised to 8 bits) and labels, for provenance checks."""
+    digest = hashlib.sha256()
+    digest.update(images.mul(255).round().to(torch.uint8).numpy().tobytes())
+    digest.update(labels.numpy().astype("<i8").tobytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprints(data: Data) -> dict:
+    """Fingerprints of both splits and where they came from, stored in every checkpoint."""
+    return {
+        "train": fingerprint(data.train_images, data.train_labels),
+        "test": fingerprint(data.test_images, data.test_labels),
+        "source": data.source,
+    }
 
 
 @dataclass
@@ -2432,6 +2325,54 @@ def fetch(dataset: str, folder: Path, mirrors: tuple[str, ...], offline_hint: st
     return folder
 
 
+# ----------------------------------------------------------------------------- the course's rotations: each shard's angle measured and undone, images turned in chunks
+
+
+def upright_turns(data: Data, train_idx: Tensor, recipe: Recipe | None) -> Tensor | None:
+    """For an `upright` recipe, the turn that undoes each training image's shard rotation: its random rotation then
+    spans ±degrees from upright, whatever angles the shards were given (the course turns each 5,000-digit file as one)."""
+    if recipe is None or not recipe.upright or data.train_shards is None:
+        return None
+    angles = shard_angles(data.train_images, data.train_labels, data.train_shards).clamp(-recipe.upright_limit, recipe.upright_limit)
+    return -angles[data.train_shards[train_idx]]
+
+
+def shard_angles(images: Tensor, labels: Tensor, shards: Tensor) -> Tensor:
+    """Each shard's rotation in degrees, measured against upright MNIST class by class (a turned shard shows as one angle;
+    one whose digits are each turned at random as about 0), chunked to bound memory."""
+    upright = torch.tensor(UPRIGHT_ORIENTATION, dtype=torch.complex64)
+    agreement = torch.cat([ink_orientation(images[i : i + 8192]) for i in range(0, len(images), 8192)]) * upright[labels].conj()
+    totals = torch.zeros(int(shards.max()) + 1, dtype=torch.complex64).index_add_(0, shards, agreement)
+    return torch.rad2deg(torch.angle(totals) / 2)
+
+
+# Per class, the mean of ((μ20 - μ02) + 2iμ11) / (μ20 + μ02) of the ink of upright MNIST training digits (second moments;
+# scripts/upright_orientation.py measures it): turning a digit by φ degrees turns this number by 2φ.
+UPRIGHT_ORIENTATION = (
+    complex(-0.109, -0.235), complex(-0.742, -0.356), complex(-0.262, -0.109), complex(-0.429, -0.073), complex(-0.120, -0.063),
+    complex(-0.292, -0.247), complex(-0.315, -0.049), complex(-0.377, -0.045), complex(-0.416, -0.238), complex(-0.373, -0.010),
+)  # fmt: skip
+
+
+def ink_orientation(images: Tensor) -> Tensor:
+    """Per image, ((μ20 - μ02) + 2iμ11) / (μ20 + μ02) of its ink's second moments: a complex number that turns by 2φ when
+    the image turns by φ (one channel, [N, 1, H, W])."""
+    ink = images[:, 0].float()
+    h, w = ink.shape[-2:]
+    ys, xs = torch.arange(h, dtype=ink.dtype).view(1, h, 1), torch.arange(w, dtype=ink.dtype).view(1, 1, w)
+    mass = ink.sum((1, 2)).clamp_min(1e-6)
+    dy = ys - ((ink * ys).sum((1, 2)) / mass).view(-1, 1, 1)
+    dx = xs - ((ink * xs).sum((1, 2)) / mass).view(-1, 1, 1)
+    mu20, mu02, mu11 = ((ink * d).sum((1, 2)) / mass for d in (dx * dx, dy * dy, dx * dy))
+    return torch.complex(mu20 - mu02, 2 * mu11) / (mu20 + mu02).clamp_min(1e-6)
+
+
+def rotate_all(images: Tensor, angles: Tensor, mode: str = "bilinear", chunk: int = 8192) -> Tensor:
+    """Rotate each image by its angle (degrees, counter-clockwise, about the centre, zero fill), in chunks."""
+    parts = [affine_warp(images[i : i + chunk], angles[i : i + chunk], mode=mode) for i in range(0, len(images), chunk)]
+    return torch.cat(parts).clamp_(0, 1)
+
+
 # ----------------------------------------------------------------------------- prepare: corrupted MNIST built from MNIST, per image or as the course does
 
 
@@ -2628,6 +2569,72 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         raise write_failure(exc, out.parent) from exc
     sync_folder(out.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- pictures: the training curve and the confusion matrix
+
+
+class CurveRedraws:
+    """When training_curve.png is redrawn: after every epoch, unless that would spend more than a tenth of the run on
+    drawing (a drawing takes 0.2-0.3 s here, an epoch of tiny data or on a fast GPU less than that); always at the end."""
+
+    def __init__(self):
+        self.next_at, self.epoch = 0.0, 0
+
+    def draw(self, history: dict, path: Path, final: bool = False) -> None:
+        """Redraw the curve if it is due (or `final` and not yet showing the last epoch)."""
+        epoch = len(history["epochs"])
+        if epoch == self.epoch or not (final or time.perf_counter() >= self.next_at):
+            return
+        began = time.perf_counter()
+        plot_training_curve(history, path)
+        self.next_at, self.epoch = began + 10 * (time.perf_counter() - began), epoch
+
+
+def plot_training_curve(history: dict, path: Path) -> None:
+    """Training loss per step and validation accuracy per epoch, as a PNG."""
+    plt = _pyplot()
+    steps = [s["step"] for s in history["steps"]]
+    losses = [s["loss"] for s in history["steps"]]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    ax.plot(steps, losses, lw=0.6, color="tab:blue", alpha=0.4, label="training loss (per step)")
+    if len(losses) >= 20:
+        k = max(1, len(losses) // 50)
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1 :], smooth, color="tab:blue", label=f"training loss ({k}-step mean)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    acc = ax.twinx()
+    ends = [e["step"] for e in history["epochs"]]
+    acc.plot(ends, [100 * e["val_accuracy"] for e in history["epochs"]], "o-", color="tab:orange", label="validation accuracy")
+    acc.set_ylabel("validation accuracy (%)")
+    lines = ax.get_legend_handles_labels()[0] + acc.get_legend_handles_labels()[0]
+    ax.legend(lines, [line.get_label() for line in lines], loc="center right")
+    ax.set_title("fashion_trainer: training curve")
+    fig.tight_layout()
+    save_figure(fig, path, make_folder=False)  # into the run folder, which fit opened once
+
+
+def plot_confusion(confusion: Tensor, classes: list[str], title: str, path: Path) -> None:
+    """A confusion matrix (rows: true class, columns: predicted) with counts, as a PNG."""
+    plt = _pyplot()
+
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.55 * n), dpi=100)
+    rates = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if confusion[i, j]:
+                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- runs side by side, a learning rate to try: compare, lr_find
