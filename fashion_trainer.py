@@ -1078,30 +1078,6 @@ def evaluate(
     print(f"confusion matrix: {plot_path}", file=sys.stderr)
 
 
-def _check_test_data(ckpt: Checkpoint, dataset: str, data: Data) -> None:
-    """Refuse test images of another shape than the model takes; warn where they are not those it was trained beside."""
-    trained_on, shape = list(ckpt.model_config.input_shape), list(data.test_images.shape[1:])
-    if shape != trained_on:
-        raise UserError(
-            f"{ckpt.path} takes {'×'.join(map(str, trained_on))} images, {dataset} has {'×'.join(map(str, shape))}; pass the --dataset it was trained on"
-        )
-    expected = ckpt.data_fingerprint.get("test")
-    if expected and expected != fingerprint(data.test_images, data.test_labels):
-        print(f"warning: this test data ({data.source}) differs from the test data the model was trained beside", file=sys.stderr)
-
-
-def _sample_caution(ckpt: Checkpoint, data: Data) -> str:
-    """A note for the result line when a checkpoint trained on other data is scored on the bundled sample."""
-    on_sample = Path(data.source).resolve() == SAMPLE_DATA_DIR.resolve()
-    trained_on_sample = Path(str(ckpt.train_config.data_dir)).resolve() == SAMPLE_DATA_DIR.resolve()
-    if not on_sample or trained_on_sample:
-        return ""
-    return (
-        " (on the bundled sample, whose digits are MNIST training digits: the course's data and other builds may hold them,"
-        " so this can overstate the accuracy; pass --data_dir)"
-    )
-
-
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 1000, amp: torch.dtype | None = None
@@ -1231,42 +1207,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected {type(exc).__name__}: {first_line(exc)} (run again with --debug for the traceback)", file=sys.stderr)
         return 1
     return 0
-
-
-def check_flags(argv: list[str]) -> None:
-    """Refuse unknown commands and flags with one line and a suggestion, before fire sees them."""
-    if not argv or argv[0].startswith("-"):
-        return
-    command = argv[0]
-    if command not in COMMANDS:
-        close = difflib.get_close_matches(command, COMMANDS, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise UsageError(f"unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})")
-    signature = inspect.signature(COMMANDS[command]).parameters
-    params = set(signature)
-    required = [p for p in signature.values() if p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
-    given = set(_flag_names(argv[1:]))
-    if required and not [a for a in argv[1:] if not a.startswith("-")] and not given & ({p.name for p in required} | {"help", "h"}):
-        raise UsageError(
-            f"{command} needs a {required[0].name.upper()} argument, e.g. python fashion_trainer.py {command} checkpoints/<run>/best.pt"
-        )
-    for name in _flag_names(argv[1:]):
-        bare = name[2:] if name.startswith("no") and name[2:] in params else name
-        if bare not in params and name not in ("help", "h"):
-            close = difflib.get_close_matches(name, params, n=1)
-            hint = f"; did you mean --{close[0]}?" if close else ""
-            raise UsageError(f"unknown flag --{name} for {command}{hint} (see: python fashion_trainer.py {command} --help)")
-
-
-def _flag_names(argv: list[str]) -> list[str]:
-    """The --flag names in an argument list, before fire's own `--` separator."""
-    names = []
-    for arg in argv:
-        if arg == "--":
-            break
-        if arg.startswith("--") and len(arg) > 2:
-            names.append(arg[2:].split("=", 1)[0].replace("-", "_"))
-    return names
 
 
 # ============================================================================= APPENDIX
@@ -1748,6 +1688,42 @@ def _stop_cleanly_on_sigterm() -> None:
 # ----------------------------------------------------------------------------- safe writes and errors: one line for the user, files whole or not at all
 
 
+def check_flags(argv: list[str]) -> None:
+    """Refuse unknown commands and flags with one line and a suggestion, before fire sees them."""
+    if not argv or argv[0].startswith("-"):
+        return
+    command = argv[0]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})")
+    signature = inspect.signature(COMMANDS[command]).parameters
+    params = set(signature)
+    required = [p for p in signature.values() if p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+    given = set(_flag_names(argv[1:]))
+    if required and not [a for a in argv[1:] if not a.startswith("-")] and not given & ({p.name for p in required} | {"help", "h"}):
+        raise UsageError(
+            f"{command} needs a {required[0].name.upper()} argument, e.g. python fashion_trainer.py {command} checkpoints/<run>/best.pt"
+        )
+    for name in _flag_names(argv[1:]):
+        bare = name[2:] if name.startswith("no") and name[2:] in params else name
+        if bare not in params and name not in ("help", "h"):
+            close = difflib.get_close_matches(name, params, n=1)
+            hint = f"; did you mean --{close[0]}?" if close else ""
+            raise UsageError(f"unknown flag --{name} for {command}{hint} (see: python fashion_trainer.py {command} --help)")
+
+
+def _flag_names(argv: list[str]) -> list[str]:
+    """The --flag names in an argument list, before fire's own `--` separator."""
+    names = []
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg.startswith("--") and len(arg) > 2:
+            names.append(arg[2:].split("=", 1)[0].replace("-", "_"))
+    return names
+
+
 class UserError(Exception):
     """A mistake the user can fix (bad data, bad file): printed as one line, exit status 1."""
 
@@ -1932,6 +1908,30 @@ def save_figure(fig, path: Path, make_folder: bool = True) -> Path:
 
 
 # ----------------------------------------------------------------------------- data files and downloads: the layouts, finding the course's folders, verified downloads
+
+
+def _check_test_data(ckpt: Checkpoint, dataset: str, data: Data) -> None:
+    """Refuse test images of another shape than the model takes; warn where they are not those it was trained beside."""
+    trained_on, shape = list(ckpt.model_config.input_shape), list(data.test_images.shape[1:])
+    if shape != trained_on:
+        raise UserError(
+            f"{ckpt.path} takes {'×'.join(map(str, trained_on))} images, {dataset} has {'×'.join(map(str, shape))}; pass the --dataset it was trained on"
+        )
+    expected = ckpt.data_fingerprint.get("test")
+    if expected and expected != fingerprint(data.test_images, data.test_labels):
+        print(f"warning: this test data ({data.source}) differs from the test data the model was trained beside", file=sys.stderr)
+
+
+def _sample_caution(ckpt: Checkpoint, data: Data) -> str:
+    """A note for the result line when a checkpoint trained on other data is scored on the bundled sample."""
+    on_sample = Path(data.source).resolve() == SAMPLE_DATA_DIR.resolve()
+    trained_on_sample = Path(str(ckpt.train_config.data_dir)).resolve() == SAMPLE_DATA_DIR.resolve()
+    if not on_sample or trained_on_sample:
+        return ""
+    return (
+        " (on the bundled sample, whose digits are MNIST training digits: the course's data and other builds may hold them,"
+        " so this can overstate the accuracy; pass --data_dir)"
+    )
 
 
 SAMPLE_DATA_DIR = ROOT / "data" / "sample_corruptedmnist"
