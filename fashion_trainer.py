@@ -2741,7 +2741,7 @@ def plot_comparison(runs: list[dict], labels: list[str], path: Path) -> None:
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.legend(loc="lower center", ncol=min(len(runs), 2), fontsize=8)
     fig.tight_layout(rect=(0, 0.06 * math.ceil(len(runs) / 2), 1, 1))
-    save_figure(fig, path, make_folder=False)
+    save_figure(fig, path)
 
 
 @takes_train_flags(

@@ -89,6 +89,8 @@ def test_compare_leaves_out_what_is_no_run_and_says_so(cli, runs, monkeypatch, t
     code, out, err = cli("compare", root / "checkpoints" / "first", tmp_path / "empty", "--plot=c.png")
     assert code == 0 and set(table(out)) == {"first"}
     assert f"note: {tmp_path / 'empty'} is no run folder" in err and (tmp_path / "c.png").is_file()
+    code, _, err = cli("compare", root / "checkpoints" / "first", "--plot=pictures/runs/c.png")  # a folder made for it
+    assert code == 0 and (tmp_path / "pictures" / "runs" / "c.png").is_file(), err
     code, out, err = cli("compare", tmp_path / "empty", tmp_path / "nowhere")
     assert_one_line_error(code, err, "no run to compare")
     code, out, err = cli("compare")  # no checkpoints/ here at all
