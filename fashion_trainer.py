@@ -1054,7 +1054,8 @@ def evaluate(
     plot_path = Path(str(checkpoint)).with_name(Path(str(checkpoint)).stem + "_confusion.png") if plot is None else Path(str(plot))
     check_writable(plot_path.parent)  # before any data is read
     data = load_data(dataset, data_dir, train=False)  # the training split is never used here: not even read
-    _check_test_data(ckpt, dataset, data)
+    test_fingerprint = fingerprint(data.test_images, data.test_labels)
+    _check_test_data(ckpt, dataset, data, test_fingerprint)
     degrees = list(ckpt.model_config.tta_degrees) if tta else []
     confidence = ckpt.model_config.tta_confidence
     if degrees:
@@ -1073,7 +1074,7 @@ def evaluate(
     print(f"Test accuracy: {100 * correct / max(total, 1):.2f}% ({correct}/{total}){_sample_caution(ckpt, data)}")
     plot_confusion(confusion, classes, f"{dataset} test: {100 * correct / max(total, 1):.2f}% correct", plot_path)
     result = {"accuracy": correct / max(total, 1), "correct": correct, "total": total, "epoch": ckpt.metrics.get("epoch")}
-    result |= {"dataset": dataset, "data": data.source, "test": fingerprint(data.test_images, data.test_labels), "tta": degrees}
+    result |= {"dataset": dataset, "data": data.source, "test": test_fingerprint, "tta": degrees}
     write_atomic(json.dumps(result, indent=1).encode(), plot_path.with_name(f"{Path(str(checkpoint)).stem}_test.json"))
     print(f"confusion matrix: {plot_path}", file=sys.stderr)
 
@@ -1910,15 +1911,16 @@ def save_figure(fig, path: Path, make_folder: bool = True) -> Path:
 # ----------------------------------------------------------------------------- data files and downloads: the layouts, finding the course's folders, verified downloads
 
 
-def _check_test_data(ckpt: Checkpoint, dataset: str, data: Data) -> None:
-    """Refuse test images of another shape than the model takes; warn where they are not those it was trained beside."""
+def _check_test_data(ckpt: Checkpoint, dataset: str, data: Data, test_fingerprint: str) -> None:
+    """Refuse test images of another shape than the model takes; warn where they (by their fingerprint) are not those it
+    was trained beside."""
     trained_on, shape = list(ckpt.model_config.input_shape), list(data.test_images.shape[1:])
     if shape != trained_on:
         raise UserError(
             f"{ckpt.path} takes {'×'.join(map(str, trained_on))} images, {dataset} has {'×'.join(map(str, shape))}; pass the --dataset it was trained on"
         )
     expected = ckpt.data_fingerprint.get("test")
-    if expected and expected != fingerprint(data.test_images, data.test_labels):
+    if expected and expected != test_fingerprint:
         print(f"warning: this test data ({data.source}) differs from the test data the model was trained beside", file=sys.stderr)
 
 

@@ -78,7 +78,7 @@ MUTATIONS = [
     ),
     (
         "evaluate: warns on every run",
-        "if expected and expected != fingerprint(data.test_images, data.test_labels):",
+        "if expected and expected != test_fingerprint:",
         "if True:",
         "tests/test_evaluate.py -k one_line",
     ),
