@@ -79,6 +79,7 @@ REPORTS = (
     "warning: ",
     "epoch ",
     "--budget=",
+    "start: ",
     "early stop",
     "test-time augmentation:",
     "  ",

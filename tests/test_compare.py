@@ -18,7 +18,7 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.setenv("TQDM_DISABLE", "1")
-        flags = [f"--data_dir={data}", "--batch_size=32", "--val_fraction=0.2"]
+        flags = [f"--data_dir={data}", "--batch_size=32", "--val_fraction=0.2", "--device=cpu"]  # the device compare shows
         assert ft.main(["train", *flags, "--epochs=2", "--out=checkpoints/first"]) == 0
         assert ft.main(["train", *flags, "--epochs=2", "--lr=0.001", "--out=checkpoints/lower"]) == 0
         assert ft.main(["evaluate", "checkpoints/lower/best.pt", f"--data_dir={data}"]) == 0

@@ -43,7 +43,7 @@ def pin_threads():
 @same_kernels
 def test_a_tiny_seeded_run_gives_the_pinned_weights(cli, tmp_path, pin_threads):
     write_course_npz(tmp_path / "tiny")
-    code, _, err = cli("train", "--data_dir=tiny", "--out=same", "--epochs=2", "--batch_size=32", "--precision=fp32")
+    code, _, err = cli("train", "--data_dir=tiny", "--out=same", "--epochs=2", "--batch_size=32", "--precision=fp32", "--device=cpu")
     assert code == 0, err
     last = torch.load(tmp_path / "same" / "last.pt", weights_only=True)
     assert weights_hash(last["state_dict"]) == HERE["default_run"]["ema"]

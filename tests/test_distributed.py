@@ -1,5 +1,7 @@
 """Multi-process training: torchrun with 2 gloo processes on the CPU writes one checkpoint that evaluate accepts."""
 
+import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -33,3 +35,22 @@ def test_torchrun_two_processes_train_data_parallel(tmp_path, tiny_data, capsys,
     assert code == 0
     accuracy = float(capsys.readouterr().out.split("Test accuracy: ")[1].split("%")[0])
     assert accuracy >= 60  # the bars of the tiny data were learned across the two processes (chance: 10 %)
+
+
+def test_each_process_warps_its_share_of_every_global_batch_as_one_process_warps_it():
+    torch.manual_seed(0)
+    x, y = torch.rand(23, 1, 28, 28), torch.arange(23) % 10
+    config = ft.TrainConfig(batch_size=5).resolved()
+    model_config = dataclasses.replace(ft.DATASETS["corruptedmnist"].model_config, input_shape=(1, 28, 28), num_classes=10)
+    order = torch.randperm(23)
+
+    spans = list(itertools.pairwise([*ft.batch_starts(23, 5, world=2), 23]))  # the last 3 images join the batch before
+
+    def batches(rank: int, world: int) -> list:
+        state = ft.TrainingState(config, model_config, torch.device("cpu"), ft.Ranks())  # the same random stream for each
+        return ft.training_batches(state, config, x, y, order, spans, ft.Ranks(rank, world), None)
+
+    alone, first, second = batches(0, 1), batches(0, 2), batches(1, 2)
+    for whole, mine, theirs in zip(alone, first, second, strict=True):  # every global batch split between the two
+        assert torch.equal(mine[0], whole[0][0::2]) and torch.equal(theirs[0], whole[0][1::2])  # warped alike
+        assert torch.equal(mine[1], whole[1][0::2]) and torch.equal(theirs[1], whole[1][1::2])

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import assert_one_line_error, ctrl_c_at_step, ft, weights_hash
 
-ARGS = ("--epochs=3", "--batch_size=32")
+ARGS = ("--epochs=3", "--batch_size=32", "--device=cpu")  # runs compared bit for bit: on the CPU
 
 
 class FailingWrites:

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pytest
 import torch
 from conftest import ft
 
@@ -72,6 +73,17 @@ def test_p4_filter_bank_is_four_turned_copies_of_the_learnt_weights():
         assert torch.equal(bank[k::4], torch.rot90(conv.weight, k, dims=(2, 3)))
     assert list(conv.state_dict()) == ["weight"]  # the index is rebuilt, never stored in checkpoints
     assert conv.weight.numel() == 2 * 9
+
+
+@pytest.mark.parametrize("lift", [True, False])
+def test_p4_filters_backpropagate_as_autograds_own_gather_does(lift):
+    conv = ft.P4Conv(2, 3, lift).double()
+    grad = torch.randn(conv.index.shape, dtype=torch.float64)
+    ours = conv.weight.detach().clone().requires_grad_()
+    (ft.TurnedFilters.apply(ours, conv.index, conv.inverse) * grad).sum().backward()
+    theirs = conv.weight.detach().clone().requires_grad_()
+    (theirs.reshape(-1)[conv.index] * grad).sum().backward()  # autograd's scatter: the same sums, in another order
+    assert torch.allclose(ours.grad, theirs.grad, rtol=0, atol=1e-12) and ours.grad.abs().min() > 0
 
 
 def test_p4_model_trains_and_rebuilds_from_its_config():

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import ROOT, assert_one_line_error, ctrl_c_at_step, ft, weights_hash, write_course_npz
 
-ARGS = ("--epochs=3", "--batch_size=32")
+ARGS = ("--epochs=3", "--batch_size=32", "--device=cpu")  # runs compared bit for bit: on the CPU
 
 
 def _files(run) -> list[str]:
@@ -122,7 +122,15 @@ def test_sigkill_at_any_moment_continues_rather_than_restarts(tmp_path):
 
     data = write_course_npz(tmp_path / "d", n_train=400, n_test=20)
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, str(ft.ROOT / "fashion_trainer.py"), "train", f"--data_dir={data}", "--epochs=4", "--batch_size=32"]
+    cmd = [
+        sys.executable,
+        str(ft.ROOT / "fashion_trainer.py"),
+        "train",
+        f"--data_dir={data}",
+        "--epochs=4",
+        "--batch_size=32",
+        "--device=cpu",
+    ]
     subprocess.run([*cmd, f"--out={tmp_path / 'whole'}"], env=env, check=True, capture_output=True)
     run = tmp_path / "run"
     proc = subprocess.Popen([*cmd, f"--out={run}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -185,7 +193,7 @@ def test_a_batch_too_small_for_the_processes_is_refused_before_any_data_is_read(
 
 
 def _policy(monkeypatch, **changes) -> None:
-    """Make the CPU train as another device would: fused AdamW as on CUDA, contiguous weights as on MPS."""
+    """Make the CPU train as another device would: AdamW's loop and contiguous weights as on MPS."""
     real = ft.DeviceUse.of
     monkeypatch.setattr(ft.DeviceUse, "of", classmethod(lambda cls, device: dataclasses.replace(real(device), **changes)))
 
@@ -193,17 +201,18 @@ def _policy(monkeypatch, **changes) -> None:
 def _cut(cli, tiny_data, monkeypatch, *flags) -> None:
     """A run in folder `cut` stopped by Ctrl-C in epoch 2 of 3 (last.pt holds epoch 1)."""
     real = ctrl_c_at_step(monkeypatch, 8)  # 6 steps an epoch
-    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=cut", "--epochs=3", "--batch_size=32", *flags)
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=cut", "--epochs=3", "--batch_size=32", "--device=cpu", *flags)
     assert code == 130, err
     monkeypatch.setattr(ft, "update_ema", real)
 
 
-def test_a_cpu_run_continues_on_a_t4_with_fused_adamw_and_the_gradient_scaler(cli, tiny_data, tmp_path, monkeypatch):
-    _cut(cli, tiny_data, monkeypatch, "--precision=fp32")
+def test_a_mac_run_continues_on_a_t4_with_fused_adamw_and_the_gradient_scaler(cli, tiny_data, tmp_path, monkeypatch):
+    with monkeypatch.context() as mac:
+        _policy(mac, fused_adamw=False, channels_last=False)  # as on MPS: AdamW's loop, contiguous weights
+        _cut(cli, tiny_data, mac, "--precision=fp32")
     before = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
     assert not before["resume"]["optimizer"]["param_groups"][0].get("fused")
     with monkeypatch.context() as t4:
-        _policy(t4, fused_adamw=True)
         t4.setattr(ft, "autocast_dtype", lambda device, precision: torch.float16)  # a T4: fp16 and a gradient scaler
         t4.setattr(ft, "autocast", lambda device, amp: contextlib.nullcontext())  # fp16 arithmetic is slow on a CPU
         code, _, err = cli("train", "--resume=cut")
@@ -233,13 +242,11 @@ def test_a_loaded_optimizer_state_lies_where_and_as_its_weights_do():
     assert state["step"].dtype == torch.float32 and state["step"].device.type == "cpu"
 
 
-def test_a_gpu_run_continues_on_a_laptop_unfused_with_its_state_where_its_weights_are(cli, tiny_data, tmp_path, monkeypatch):
-    with monkeypatch.context() as gpu:
-        _policy(gpu, fused_adamw=True)  # as on CUDA: fused AdamW, step counters beside the weights
-        _cut(cli, tiny_data, gpu)
+def test_a_gpu_run_continues_on_a_mac_unfused_with_its_state_where_its_weights_are(cli, tiny_data, tmp_path, monkeypatch):
+    _cut(cli, tiny_data, monkeypatch)  # fused AdamW, as on CUDA
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]["optimizer"]["param_groups"][0]["fused"] is True
     with monkeypatch.context() as mac:
-        _policy(mac, channels_last=False)  # as on MPS: contiguous weights
+        _policy(mac, fused_adamw=False, channels_last=False)  # as on MPS: AdamW's loop, contiguous weights
         code, _, err = cli("train", "--resume=cut")
     assert code == 0, err
     optimizer = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]["optimizer"]
@@ -278,7 +285,7 @@ class FakeClock:
             real_ema(*args, **kwargs)
 
         class Compiled(torch.nn.Module):  # what torch.compile returns: a wrapper whose first call compiles
-            def __init__(self, inner):
+            def __init__(self, inner, dynamic=None):
                 super().__init__()
                 self.inner, self.compiled = inner, False
 
@@ -310,8 +317,8 @@ def finished(run: Path) -> tuple[float, list[float], dict]:
 def test_budget_runs_end_at_the_budget_with_their_schedule_complete(
     cli, tiny_data, tmp_path, monkeypatch, batch_size, compile, slower_after, validation, saving
 ):
-    # 190 images: 3 steps an epoch at 64, 6 at 32; a first compiled step takes 10 s more; steps that turn slower midway;
-    # validations and saves that take seconds (the last ones must fit in too)
+    # 190 images: 3 steps an epoch at 64, 6 at 32; a first step made 10 s slower (as compiling makes it); steps that turn
+    # slower midway; validations and saves that take seconds (the last ones must fit in too)
     clock = FakeClock(
         monkeypatch, per_step=1.0, compile=10.0 if compile else 0.0, slower_after=slower_after, validation=validation, saving=saving
     )
@@ -319,9 +326,12 @@ def test_budget_runs_end_at_the_budget_with_their_schedule_complete(
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", f"--batch_size={batch_size}", *flags)
     assert code == 0, err
     progress, lrs, history = finished(tmp_path / "run")
-    assert 40 * 0.95 <= clock.now <= 40 and history["epochs"][-1]["seconds"] <= 40  # (nearly) all of it, not more
+    start = 11.0 if compile else 1.0  # until the first step's end: not counted, and said
+    assert f"start: {start:.1f} s to the end of the first step (not counted)" in err
+    trained = clock.now - start  # the last epoch's save included
+    assert 40 * 0.95 <= trained <= 40 and history["epochs"][-1]["seconds"] <= trained  # (nearly) all of it, not more
     if not slower_after and not validation and not saving:
-        assert clock.now == 39  # the steps take 97 % of the budget, 38.8 s: the 39th second's step is the last
+        assert trained == 39 and len(lrs) == 40  # the steps take 97 % of it, 38.8 s: the step of its 39th second is the last
     assert progress >= 1 and history["config"]["epochs"] is None and len(history["epochs"]) >= 2
     config = ft.Checkpoint.load(tmp_path / "run" / "last.pt").train_config
     assert max(lrs) == pytest.approx(config.lr, rel=0.05) and lrs[-1] < 0.05 * config.lr  # warmed up, annealed to the end
@@ -331,19 +341,28 @@ def test_budget_says_what_an_epoch_takes_and_about_how_many_fit(cli, tiny_data, 
     FakeClock(monkeypatch, per_step=1.0)
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=46", "--batch_size=64")
     assert code == 0, err
-    # 3 steps an epoch at 1 s; validation and saving take no time here: 0.97 × 46 = 44.6 s, so 14.9 epochs; the last one
-    # stops after 2 of its 3 steps, where the budget's share is spent
-    assert "--budget=46: an epoch takes 3.0 s here, so about 14.9 epochs" in err
-    assert [e["step"] for e in json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]][-2:] == [42, 45]
+    # 3 steps an epoch at 1 s; validation and saving take no time here: 0.97 × 46 = 44.6 s, so 14.9 epochs after the
+    # first step (the start); the 16th stops after 1 of its 3 steps, where the budget's share is spent
+    assert "a step takes 1000 ms here, an epoch 3.0 s, so about 14.9 epochs fit in --budget=46" in err
+    assert [e["step"] for e in json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]][-2:] == [45, 46]
 
 
 def test_a_budget_below_one_epoch_trains_what_fits(cli, tiny_data, tmp_path, monkeypatch):
     clock = FakeClock(monkeypatch, per_step=1.0)
     code, out, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=4", "--batch_size=32")
     assert code == 0, err
-    progress, lrs, history = finished(tmp_path / "run")
-    assert len(lrs) == 4 < 6 and clock.now == 4 and progress >= 1 and history["epochs"][0]["step"] == 4
+    progress, lrs, history = finished(tmp_path / "run")  # 0.65 of an epoch of 6 steps: the start's step and 4 seconds'
+    assert len(lrs) == 5 < 6 and clock.now == 5 and progress >= 1 and history["epochs"][0]["step"] == 5
     assert out.startswith("best checkpoint: run/best.pt (epoch 1")
+
+
+def test_a_budget_that_fits_under_a_quarter_of_an_epoch_is_refused_in_one_line_leaving_nothing(cli, tiny_data, tmp_path, monkeypatch):
+    FakeClock(monkeypatch, per_step=1.0)  # 6 steps an epoch at 32: an epoch takes 6 s, a quarter of it 1.5 s
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=1", "--batch_size=32")
+    assert_one_line_error(code, err, "--budget=1 fits about 0.16 of an epoch", "at least --budget=2", exit_code=2)
+    assert not (tmp_path / "run").exists()  # nothing was saved, and the folder made for it is gone again
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=2", "--batch_size=32")
+    assert code == 0, err
 
 
 def test_a_fast_device_trains_at_most_four_times_the_datasets_epochs_on_a_budget(cli, tiny_data, tmp_path, monkeypatch):
@@ -351,7 +370,7 @@ def test_a_fast_device_trains_at_most_four_times_the_datasets_epochs_on_a_budget
     monkeypatch.setitem(ft.DATASETS, "corruptedmnist", dataclasses.replace(ft.DATASETS["corruptedmnist"], epochs=2))
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=1000", "--batch_size=32")
     assert code == 0, err
-    assert "so about 8.0 epochs (the most a budget trains: 4× the dataset's 2)" in err
+    assert "so about 8.0 epochs fit in --budget=1000 (the most a budget trains: 4× the dataset's 2)" in err
     assert len(finished(tmp_path / "run")[2]["epochs"]) == ft.TrainConfig().budget_most_epochs * 2
 
 
@@ -378,5 +397,6 @@ def test_a_killed_budget_run_continues_to_the_end_of_its_seconds(cli, tiny_data,
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=40", "--batch_size=64")
     assert code == 0 and "continuing the unfinished run in run after epoch 6" in err, err
     progress, lrs, history = finished(tmp_path / "run")
-    # 18 s were saved with epoch 6 (the 1 s of the killed epoch is lost): 21 more steps reach 0.97 × 40 = 38.8 s
-    assert progress >= 1 and len(lrs) == 39 and clock.now == 21 and history["epochs"][-1]["seconds"] == 39
+    # 17 s were saved with epoch 6 (its first step was the start; the 1 s of the killed epoch is lost): after this
+    # runtime's start, 22 more steps reach 0.97 × 40 = 38.8 s
+    assert progress >= 1 and len(lrs) == 41 and clock.now == 23 and history["epochs"][-1]["seconds"] == 39
