@@ -1590,12 +1590,19 @@ def _on_this_machine(config: TrainConfig, flags: dict) -> TrainConfig:
 def check_before_reading(config: TrainConfig, run_dir: Path) -> None:
     """What a new or continued run can be refused for before any data is read: a global batch that leaves some torchrun
     process fewer than two images a step (batch norm cannot train on one, and the others would wait for it forever),
-    and a run folder that cannot be written (a full disk, a read-only or vanished folder; only rank 0 writes)."""
+    --compile where no C compiler builds its kernels (it would fail minutes later in a page of traceback), and a run
+    folder that cannot be written (a full disk, a read-only or vanished folder; only rank 0 writes)."""
     launched = Ranks.launched()
     world = launched.world
     if config.batch_size < 2 * world:
         raise UsageError(
             f"--batch_size={config.batch_size} is shared by {world} processes: each needs at least 2 images a step; use ≥ {2 * world}"
+        )
+    compilers = (os.environ.get("CXX"), os.environ.get("CC"), "c++", "g++", "clang++", "cc", "gcc", "clang", "cl")
+    if config.compile and not any(name and shutil.which(name) for name in compilers):
+        raise UsageError(
+            "--compile builds its kernels with a C/C++ compiler and none is on the PATH here; install one (macOS: "
+            "xcode-select --install; Linux: build-essential; Windows: Visual Studio's C++ tools) or leave --compile out"
         )
     if launched.main:
         check_writable(run_dir)

@@ -249,6 +249,12 @@ MUTATIONS = [
         "tests/test_distributed.py -k warps",
     ),
     (
+        "compile: no compiler let through",
+        "if config.compile and not any(name and shutil.which(name) for name in compilers):",
+        "if False:",
+        "tests/test_training.py -k without_a_compiler",
+    ),
+    (
         "budget: a resumed run forgets its seconds",
         "clock = TrainingClock(config, device, ranks, steps_per_epoch, started, state.seconds_so_far())",
         "clock = TrainingClock(config, device, ranks, steps_per_epoch, started, 0.0)",

@@ -143,6 +143,8 @@ def test_cuda_amp_training_learns(cli, tmp_path, precision):
     code, out, err = cli("train", f"--data_dir={data}", "--out=run", "--epochs=4", "--device=cuda", f"--precision={precision}")
     assert code == 0, err
     assert float(out.split("validation accuracy ")[1].split("%")[0]) > 80
+    scaler = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["resume"]["scaler"]
+    assert (scaler["_growth_tracker"] > 0) if precision == "fp16" else scaler == {}  # fp16's scaler stepped, unskipped
 
 
 @cuda
@@ -163,9 +165,63 @@ def test_cuda_epoch_has_no_host_device_synchronisation(tmp_path):
 
 
 @cuda
-def test_cuda_compile_trains(cli, tiny_data):
-    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=1", "--device=cuda", "--compile")
+def test_cuda_compile_trains_compiling_once(cli, tiny_data, monkeypatch):
+    import torch._dynamo
+
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)  # the merged last batch (62 of 190) runs eager
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=2", "--device=cuda", "--compile")
     assert code == 0, err
+    assert "start: " in err  # the compiling, measured and said apart
+
+
+@cuda
+def test_cuda_compiled_step_matches_the_eager_one():
+    torch.manual_seed(0)
+    x, y = torch.rand(64, 1, 28, 28, device=CUDA), torch.randint(0, 10, (64,), device=CUDA)
+    model_config = dataclasses.replace(
+        ft.DATASETS["corruptedmnist"].model_config, input_shape=(1, 28, 28), num_classes=10, mean=(0.1,), std=(0.3,)
+    )
+    losses, grads = [], []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        config = ft.TrainConfig(batch_size=64, device="cuda", precision="fp32", compile=compile).resolved()
+        state = ft.TrainingState(config, model_config, CUDA, ft.Ranks())
+        state.model.eval()  # no dropout: the same function
+        losses.append(float(ft.train_step(state, config, x.contiguous(memory_format=state.memory_format), y, 1e-3)))
+        grads.append(torch.cat([p.grad.flatten() for p in state.model.parameters()]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert float((grads[0] - grads[1]).norm() / grads[0].norm()) < 1e-3  # the same gradients, to float rounding
+
+
+@cuda
+def test_cuda_evaluate_and_lr_find_run_on_the_gpu(cli, tmp_path):
+    data = write_course_npz(tmp_path / "d", n_train=600, n_test=100, shards=3)
+    code, _, err = cli("train", f"--data_dir={data}", "--out=run", "--epochs=3", "--device=cuda")
+    assert code == 0, err
+    code, out, err = cli("evaluate", "run/best.pt", f"--data_dir={data}", "--device=cuda")
+    assert code == 0, err
+    assert float(out.split("Test accuracy: ")[1].split("%")[0]) > 60
+    code, out, err = cli("lr_find", f"--data_dir={data}", "--device=cuda", "--batch_size=32", "--steps=40", "--start_lr=1e-4")
+    assert code == 0, err
+    assert out.startswith("suggested --lr=")
+
+
+@cuda
+def test_cuda_run_continues_on_the_cpu_from_its_real_cuda_tensors(cli, tiny_data, tmp_path, monkeypatch):
+    real = ctrl_c_at_step(monkeypatch, 8)  # 6 steps an epoch: stopped in epoch 2
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=cut", "--epochs=3", "--batch_size=32", "--precision=fp16")
+    assert code == 130, err
+    monkeypatch.setattr(ft, "update_ema", real)
+    saved = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]
+    assert saved["device"] == "cuda" and saved["optimizer"]["param_groups"][0]["fused"] and saved["scaler"]
+    code, out, err = cli("train", "--resume=cut", "--device=cpu")
+    assert code == 0, err
+    assert "trained on cuda so far and goes on on cpu" in err and "--precision=fp16, which needs a GPU" in err
+    after = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]
+    assert after["device"] == "cpu" and after["epoch"] == 3
+    assert all(s["step"].device.type == "cpu" for s in after["optimizer"]["state"].values())
+    code, out, err = cli("evaluate", "cut/best.pt", f"--data_dir={tiny_data}", "--device=cpu")
+    assert code == 0 and "Test accuracy:" in out, err
 
 
 @cuda

@@ -465,6 +465,14 @@ def test_compile_flag_trains_through_the_compiled_model(cli, tiny_data, tmp_path
     assert_one_line_error(*cli("train", f"--data_dir={tiny_data}", "--compile=maybe")[::2], "--compile", exit_code=2)
 
 
+def test_compile_without_a_compiler_is_refused_before_any_data_is_read(cli, monkeypatch):
+    monkeypatch.setattr(ft.shutil, "which", lambda name: None)  # a laptop without Xcode's tools or Visual Studio's
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.delenv("CXX", raising=False)
+    code, _, err = cli("train", "--data_dir=no/such/data", "--out=run", "--compile")
+    assert_one_line_error(code, err, "--compile builds its kernels with a C/C++ compiler", "leave --compile out", exit_code=2)
+
+
 # ----------------------------------------------------------------------------- the same command again: continue, or refuse
 
 
