@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     device = ft.pick_device(args.device)
     config = ft.TrainConfig(device=args.device, precision=args.precision, compile=args.compile).resolved()
-    data = ft.read_dataset(ft.DATASETS[config.dataset], Path(args.data_dir))
+    data = ft.read_dataset(config.dataset, Path(args.data_dir))
     torch.manual_seed(0)
     train, _, model_config = ft.split_for_training(data, config, device, ft.DATASETS[config.dataset].model_config)
     state = ft.TrainingState(config, model_config, device, ft.Ranks())

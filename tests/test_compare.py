@@ -3,7 +3,6 @@
 import json
 import math
 import re
-import shutil
 
 import pytest
 import torch
@@ -64,23 +63,6 @@ def test_compare_puts_every_run_side_by_side_with_what_differs(cli, runs, monkey
         assert list(loss_line.get_ydata()) == pytest.approx([e["train_loss"] for e in epochs])
         assert acc_line.get_linestyle() == ("--" if "unfinished" in acc_line.get_label() else "-")
     assert (root / "checkpoints" / "compare.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_compare_shows_a_run_of_the_code_before_whose_history_names_no_best_epoch(cli, runs, tmp_path):
-    root, _ = runs
-    old = tmp_path / "old"
-    shutil.copytree(root / "checkpoints" / "lower", old)
-    history = json.loads((old / "history.json").read_text())
-    del history["best"]
-    for epoch in history["epochs"]:
-        del epoch["device"], epoch["precision"]
-    (old / "history.json").write_text(json.dumps(history))
-    code, out, err = cli("compare", old, "--plot=c.png")
-    assert code == 0, err
-    _, epochs, best_val, test, _, device = table(out)["old"]
-    best = ft.Checkpoint.load(old / "best.pt").metrics
-    assert best_val == f"{100 * best['val_accuracy']:.2f}%" and epochs == "2/2" and device == "? ?"
-    assert test == f"{100 * json.loads((old / 'best_test.json').read_text())['accuracy']:.2f}%"
 
 
 def test_compare_leaves_out_what_is_no_run_and_says_so(cli, runs, monkeypatch, tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ft, weights_hash, write_course_npz
+from conftest import assert_one_line_error, weights_hash, write_course_npz
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PINS = json.loads((FIXTURES / "pins.json").read_text())
@@ -47,43 +47,22 @@ def test_a_tiny_seeded_run_gives_the_pinned_weights(cli, tmp_path, pin_threads):
     assert code == 0, err
     last = torch.load(tmp_path / "same" / "last.pt", weights_only=True)
     assert weights_hash(last["state_dict"]) == HERE["default_run"]["ema"]
-    assert weights_hash(last["resume"]["model"]) == HERE["default_run"]["model"]
+    assert weights_hash(last["training_state"]["model"]) == HERE["default_run"]["model"]
 
 
-def _as_written_before_the_recipe_dataclass(path: Path) -> None:
-    """Rewrite a checkpoint in the layout the code wrote until 2026-12-01 (users have such last.pt files, and the notebook
-    now updates the code under an unfinished run): the recipe's `upright` was named "absolute", the model config carried
-    "arch", and a "normalization" copy of its mean and std sat beside it."""
-    raw = torch.load(path, weights_only=True)
-    recipe = raw["train_config"]["augmentation"]
-    recipe["absolute"] = recipe.pop("upright")
-    del recipe["upright_limit"]
-    raw["train_config"]["model"] = {  # the code before 2026-12-04 also kept the network's layers in the settings
-        k: raw["model_config"][k] for k in ("stages", "rotations", "init_scale", "tta_degrees", "hidden", "dropout")
-    }
-    raw["model_config"]["arch"] = "cnn"
-    raw["normalization"] = {"mean": raw["model_config"]["mean"], "std": raw["model_config"]["std"]}
-    torch.save(raw, path)
-
-
-def test_a_run_saved_by_the_code_before_still_resumes_and_evaluates(cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("version", "words"), [(1, "earlier development version"), (3, "newer fashion_trainer")])
+def test_files_of_another_format_version_are_refused_in_one_line_never_translated(cli, tmp_path, version, words):
     write_course_npz(tmp_path / "tiny")
-    real = ft.save_epoch
-
-    def save_then_stop(state, *args):
-        real(state, *args)
-        if state.epoch == 2:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as patched:
-        patched.setattr(ft, "save_epoch", save_then_stop)
-        code, _, err = cli("train", "--data_dir=tiny", "--out=old", "--epochs=3", "--batch_size=32")
-        assert code == 130, err
-    for name in ("best.pt", "last.pt"):
-        _as_written_before_the_recipe_dataclass(tmp_path / "old" / name)
-    assert ft.Checkpoint.load(tmp_path / "old" / "last.pt").train_config.augmentation.upright  # "absolute" read as upright
-    code, _, err = cli("train", "--resume=old/last.pt")
+    code, _, err = cli("train", "--data_dir=tiny", "--out=old", "--epochs=1", "--batch_size=32")
     assert code == 0, err
-    assert torch.load(tmp_path / "old" / "last.pt", weights_only=True)["metrics"]["epoch"] == 3
-    code, out, err = cli("evaluate", "old/best.pt", "--data_dir=tiny")
-    assert code == 0 and out.startswith("Test accuracy:"), err
+    for name in ("best.pt", "last.pt"):
+        raw = torch.load(tmp_path / "old" / name, weights_only=True)
+        torch.save(raw | {"format_version": version}, tmp_path / "old" / name)
+    history = json.loads((tmp_path / "old" / "history.json").read_text())
+    (tmp_path / "old" / "history.json").write_text(json.dumps(history | {"format_version": version}))
+    assert_one_line_error(*cli("evaluate", "old/best.pt", "--data_dir=tiny")[::2], "old/best.pt", words)
+    assert_one_line_error(*cli("train", "--resume=old")[::2], "old/last.pt", words)
+    assert_one_line_error(*cli("train", "--data_dir=tiny", "--out=old", "--epochs=1", "--batch_size=32")[::2], words)
+    code, _, err = cli("compare", "old")
+    assert_one_line_error(code, err, "no run to compare")
+    assert f"note: old: made by {'an' if version == 1 else 'a'} {words}" in err

@@ -480,7 +480,7 @@ def test_download_corrupt_gzip_and_404_and_refused(server, tmp_path):
 def test_prepare_downloads_verifies_and_reports_a_bad_mirror(cli, server, tmp_path, monkeypatch):
     write_mnist_folder(server.folder)
     sums = {p.name: _sha_of_content(p) for p in server.folder.glob("*.gz")}
-    monkeypatch.setitem(ft.DATASETS, "mnist", dataclasses.replace(ft.DATASETS["mnist"], checksums=sums))
+    monkeypatch.setitem(ft.DATA_FILES, "mnist", dataclasses.replace(ft.DATA_FILES["mnist"], checksums=sums))
     code, _, err = cli("prepare", f"--mirror={server.url}", "--out=c", "--train_shards=1", "--shard_size=10", "--test_size=10")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(p.name for p in server.folder.iterdir())

@@ -106,7 +106,7 @@ def test_cifar_trains_end_to_end_and_evaluate_reports_per_class_and_confusion(cl
     assert code == 0, err
     state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert state["classes"] == ft.DATASETS["cifar"].classes and state["model_config"]["input_shape"] == [3, 32, 32]
-    assert state["train_config"]["dataset"] == "cifar" and state["train_config"]["augmentation"]["hflip"] is True
+    assert state["train_config"]["dataset"] == "cifar" and state["train_config"]["augmentation"]["mirror"] is True
     code, out, err = cli("evaluate", "run/best.pt", "--data_dir=c")  # the dataset comes from the checkpoint
     assert code == 0, err
     assert out.startswith("Test accuracy:") and out.strip().endswith("/20)") and len(out.splitlines()) == 1
@@ -125,25 +125,25 @@ def test_cifar_downloads_on_first_use_verified(cli, tmp_path, monkeypatch):
     archive = write_cifar_archive(served)
     server = _Server(served)
     try:
-        spec = dataclasses.replace(ft.DATASETS["cifar"], checksums={ft.CIFAR_ARCHIVE: _md5(archive)}, mirrors=(server.url,))
-        monkeypatch.setitem(ft.DATASETS, "cifar", spec)
+        spec = dataclasses.replace(ft.DATA_FILES["cifar"], checksums={ft.CIFAR_ARCHIVE: _md5(archive)}, mirrors=(server.url,))
+        monkeypatch.setitem(ft.DATA_FILES, "cifar", spec)
         code, _, err = cli("train", "--dataset=cifar", "--out=run", "--epochs=1")
         assert code == 0, err
         assert (tmp_path / "data" / "cifar" / ft.CIFAR_ARCHIVE).read_bytes() == archive.read_bytes()
         # a checksum mismatch leaves nothing behind
         (tmp_path / "data" / "cifar" / ft.CIFAR_ARCHIVE).unlink()
-        monkeypatch.setitem(ft.DATASETS, "cifar", dataclasses.replace(spec, checksums={ft.CIFAR_ARCHIVE: "md5:" + "0" * 32}))
+        monkeypatch.setitem(ft.DATA_FILES, "cifar", dataclasses.replace(spec, checksums={ft.CIFAR_ARCHIVE: "md5:" + "0" * 32}))
         code, _, err = cli("train", "--dataset=cifar", "--out=run2")
         assert_one_line_error(code, err, "checksum mismatch", ft.CIFAR_ARCHIVE)
         assert list((tmp_path / "data" / "cifar").iterdir()) == [] and not (tmp_path / "run2").exists()
         # a 404
-        monkeypatch.setitem(ft.DATASETS, "cifar", dataclasses.replace(spec, mirrors=(server.url + "nowhere/",)))
+        monkeypatch.setitem(ft.DATA_FILES, "cifar", dataclasses.replace(spec, mirrors=(server.url + "nowhere/",)))
         code, _, err = cli("prepare", "--dataset=cifar")
         assert_one_line_error(code, err, "HTTP 404", "--data_dir")
     finally:
         server.close()
     # connection refused: nothing listens on port 9
-    monkeypatch.setitem(ft.DATASETS, "cifar", dataclasses.replace(spec, mirrors=("http://127.0.0.1:9/",)))
+    monkeypatch.setitem(ft.DATA_FILES, "cifar", dataclasses.replace(spec, mirrors=("http://127.0.0.1:9/",)))
     code, _, err = cli("train", "--dataset=cifar")
     assert_one_line_error(code, err, "could not download", "refused")
     assert list((tmp_path / "data" / "cifar").iterdir()) == []
@@ -162,8 +162,8 @@ def test_idx_datasets_train_with_their_class_names(cli, tmp_path):
 def test_default_folder_then_system_folder_are_used_before_downloading(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     system = write_mnist_folder(tmp_path / "usr-share")
-    spec = dataclasses.replace(ft.DATASETS["fashionmnist"], folders=("data/fashionmnist", str(system)), mirrors=("http://127.0.0.1:9/",))
-    monkeypatch.setitem(ft.DATASETS, "fashionmnist", spec)
+    spec = dataclasses.replace(ft.DATA_FILES["fashionmnist"], folders=("data/fashionmnist", str(system)), mirrors=("http://127.0.0.1:9/",))
+    monkeypatch.setitem(ft.DATA_FILES, "fashionmnist", spec)
     assert ft.locate("fashionmnist", None) == system
     write_mnist_folder(tmp_path / "data" / "fashionmnist")
     assert ft.locate("fashionmnist", None) == Path("data/fashionmnist")
@@ -181,7 +181,7 @@ def test_prepare_fetches_a_dataset_into_its_folder(cli, tmp_path, monkeypatch):
     sums = {p.name: "sha256:" + hashlib.sha256(__import__("gzip").decompress(p.read_bytes())).hexdigest() for p in served.glob("*.gz")}
     server = _Server(served)
     try:
-        monkeypatch.setitem(ft.DATASETS, "mnist", dataclasses.replace(ft.DATASETS["mnist"], checksums=sums, mirrors=(server.url,)))
+        monkeypatch.setitem(ft.DATA_FILES, "mnist", dataclasses.replace(ft.DATA_FILES["mnist"], checksums=sums, mirrors=(server.url,)))
         code, out, err = cli("prepare", "--dataset=mnist")
     finally:
         server.close()
@@ -192,7 +192,7 @@ def test_prepare_fetches_a_dataset_into_its_folder(cli, tmp_path, monkeypatch):
 @needs_shared("fashion-mnist")
 def test_real_fashion_mnist_files_match_the_recorded_checksums():
     folder = SHARED_DATA / "fashion-mnist"
-    for name, checksum in ft.DATASETS["fashionmnist"].checksums.items():
+    for name, checksum in ft.DATA_FILES["fashionmnist"].checksums.items():
         assert ft.checksum_matches(folder / name, checksum, gzipped=True)
     data = ft.read_idx_dataset(folder, ft.DATASETS["fashionmnist"].classes)
     assert data.train_images.shape == (60000, 1, 28, 28) and np.bincount(data.test_labels.numpy()).tolist() == [1000] * 10

@@ -81,7 +81,7 @@ def test_a_gpu_run_resumes_on_a_laptop(cli, tiny_data, tmp_path, monkeypatch):
     path = tmp_path / "cut" / "last.pt"
     ckpt = torch.load(path, weights_only=True)
     ckpt["train_config"] |= {"device": "cuda", "precision": "fp16"}  # as written by a Colab T4
-    ckpt["resume"]["device"] = "cuda"
+    ckpt["training_state"]["device"] = "cuda"
     torch.save(ckpt, path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code, out, err = cli("train", "--resume=cut")
@@ -143,7 +143,7 @@ def test_cuda_amp_training_learns(cli, tmp_path, precision):
     code, out, err = cli("train", f"--data_dir={data}", "--out=run", "--epochs=4", "--device=cuda", f"--precision={precision}")
     assert code == 0, err
     assert float(out.split("validation accuracy ")[1].split("%")[0]) > 80
-    scaler = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["resume"]["scaler"]
+    scaler = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["training_state"]["scaler"]
     assert (scaler["_growth_tracker"] > 0) if precision == "fp16" else scaler == {}  # fp16's scaler stepped, unskipped
 
 
@@ -212,12 +212,12 @@ def test_cuda_run_continues_on_the_cpu_from_its_real_cuda_tensors(cli, tiny_data
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=cut", "--epochs=3", "--batch_size=32", "--precision=fp16")
     assert code == 130, err
     monkeypatch.setattr(ft, "update_ema", real)
-    saved = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]
+    saved = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["training_state"]
     assert saved["device"] == "cuda" and saved["optimizer"]["param_groups"][0]["fused"] and saved["scaler"]
     code, out, err = cli("train", "--resume=cut", "--device=cpu")
     assert code == 0, err
     assert "trained on cuda so far and goes on on cpu" in err and "--precision=fp16, which needs a GPU" in err
-    after = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]
+    after = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["training_state"]
     assert after["device"] == "cpu" and after["epoch"] == 3
     assert all(s["step"].device.type == "cpu" for s in after["optimizer"]["state"].values())
     code, out, err = cli("evaluate", "cut/best.pt", f"--data_dir={tiny_data}", "--device=cpu")

@@ -27,7 +27,7 @@ def test_torchrun_two_processes_train_data_parallel(tmp_path, tiny_data, capsys,
     ]
     assert result.stdout.count("best checkpoint:") == 1 and "2 processes (DDP)" in result.stderr  # only rank 0 speaks
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert history["config"]["world_size"] == 2 and len(history["epochs"]) == 2
+    assert history["config"]["world"] == 2 and len(history["epochs"]) == 2
     assert len(history["steps"]) == 2 * 6  # global batches of 32 (16 per rank) over 190 images
     state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["state_dict"])  # the plain model's weights, not DDP's wrapper

@@ -148,7 +148,7 @@ def test_evaluate_uses_the_checkpoints_test_turns_unless_told_not_to(cli, traine
     data, good = trained
     asked, real = [], ft.predict_probs
     monkeypatch.setattr(ft, "predict_probs", lambda *a, **k: asked.append((list(a[4]), a[6])) or real(*a, **k))
-    assert torch.load(good, weights_only=True)["model_config"]["tta_degrees"] == [-10, 0, 10]
+    assert torch.load(good, weights_only=True)["model_config"]["test_turns"] == [-10, 0, 10]
     code, out, err = cli("evaluate", str(good), f"--data_dir={data}")
     assert code == 0 and "averaging turns of -10, 0, 10 degrees for digits whose single view is less than 90 % sure" in err
     assert out.startswith("Test accuracy:")

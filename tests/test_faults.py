@@ -88,7 +88,7 @@ def test_a_write_that_fails_mid_run_is_one_line_and_the_same_command_continues(c
     assert_one_line_error(*result[::2], "could not write to run", words, "run/last.pt still holds epoch 1", "same command")
     run = tmp_path / "run"
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]  # nothing half-written stays behind
-    assert torch.load(run / "last.pt", weights_only=True)["resume"]["epoch"] == 1  # the last complete checkpoint, intact
+    assert torch.load(run / "last.pt", weights_only=True)["training_state"]["epoch"] == 1  # the last complete checkpoint, intact
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)  # the space came back
     assert code == 0, err
     assert "continuing the unfinished run in run after epoch 1 of 3" in err
@@ -148,7 +148,7 @@ def test_a_full_disk_at_any_write_of_the_first_epochs_leaves_a_run_the_same_comm
     assert [e["epoch"] for e in json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]] == [1, 2, 3]
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    assert best["metrics"]["epoch"] == last["resume"]["best_epoch"]  # best.pt holds the epoch the run calls best
+    assert best["metrics"]["epoch"] == last["training_state"]["best_epoch"]  # best.pt holds the epoch the run calls best
 
 
 def _unwritable(monkeypatch, code: int) -> None:

@@ -48,7 +48,7 @@ def test_model_has_dropout_and_batch_norm():
     assert torch.nn.Dropout in kinds and torch.nn.BatchNorm2d in kinds and ft.Reshape in kinds
 
 
-P4 = ft.ModelConfig(stages=((4,), (8, 8), (8,)), rotations=4)
+P4 = ft.ModelConfig(stages=((4,), (8, 8), (8,)), p4=True)
 
 
 def _turn_features(features: torch.Tensor) -> torch.Tensor:

@@ -99,7 +99,7 @@ def test_killed_between_last_pt_and_best_pt_the_continued_run_keeps_the_right_be
     assert cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)[0] == 130
     monkeypatch.setattr(ft, "save_torch", real)
     assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["metrics"]["epoch"] == 1
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["resume"]["best_epoch"] == 2
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["training_state"]["best_epoch"] == 2
     scores(0.5)
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", *ARGS)
     assert code == 0, err
@@ -174,12 +174,12 @@ def test_a_torchrun_run_is_finished_in_one_process_with_its_schedule_completed(c
     assert code == 0, err
     assert "in 2 process(es) so far and goes on in 1" in err
     last = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
-    lrs = [step["lr"] for step in last["resume"]["history"]["steps"]]
+    lrs = [step["lr"] for step in last["training_state"]["history"]["steps"]]
     config = ft.Checkpoint.load(tmp_path / "cut" / "last.pt").train_config
-    assert last["resume"]["step"] == 6 + 7 and last["resume"]["progress"] == 1  # ended exactly, its epoch 2 in 7 steps
+    assert last["training_state"]["step"] == 6 + 7 and last["training_state"]["done"] == 1  # ended exactly, its epoch 2 in 7 steps
     expected = [ft.schedule_at(config, i / 6 / 2)[0] for i in range(6)] + [ft.schedule_at(config, (1 + i / 7) / 2)[0] for i in range(7)]
     assert lrs == pytest.approx(expected)
-    assert last["train_config"]["world_size"] == 1
+    assert last["train_config"]["world"] == 1
 
 
 def test_a_batch_too_small_for_the_processes_is_refused_before_any_data_is_read(cli, monkeypatch):
@@ -211,16 +211,16 @@ def test_a_mac_run_continues_on_a_t4_with_fused_adamw_and_the_gradient_scaler(cl
         _policy(mac, fused_adamw=False, channels_last=False)  # as on MPS: AdamW's loop, contiguous weights
         _cut(cli, tiny_data, mac, "--precision=fp32")
     before = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
-    assert not before["resume"]["optimizer"]["param_groups"][0].get("fused")
+    assert not before["training_state"]["optimizer"]["param_groups"][0].get("fused")
     with monkeypatch.context() as t4:
         t4.setattr(ft, "autocast_dtype", lambda device, precision: torch.float16)  # a T4: fp16 and a gradient scaler
         t4.setattr(ft, "autocast", lambda device, amp: contextlib.nullcontext())  # fp16 arithmetic is slow on a CPU
         code, _, err = cli("train", "--resume=cut")
     assert code == 0, err
-    after = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]
+    after = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["training_state"]
     assert after["optimizer"]["param_groups"][0]["fused"] is True  # this device's way of stepping, not the checkpoint's
     assert after["scaler"]["_growth_tracker"] > 0  # steps were taken, not skipped for inf/NaN gradients
-    moved = [k for k, v in after["model"].items() if v.is_floating_point() and not torch.equal(v, before["resume"]["model"][k])]
+    moved = [k for k, v in after["model"].items() if v.is_floating_point() and not torch.equal(v, before["training_state"]["model"][k])]
     assert moved
 
 
@@ -244,12 +244,12 @@ def test_a_loaded_optimizer_state_lies_where_and_as_its_weights_do():
 
 def test_a_gpu_run_continues_on_a_mac_unfused_with_its_state_where_its_weights_are(cli, tiny_data, tmp_path, monkeypatch):
     _cut(cli, tiny_data, monkeypatch)  # fused AdamW, as on CUDA
-    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]["optimizer"]["param_groups"][0]["fused"] is True
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["training_state"]["optimizer"]["param_groups"][0]["fused"] is True
     with monkeypatch.context() as mac:
         _policy(mac, fused_adamw=False, channels_last=False)  # as on MPS: AdamW's loop, contiguous weights
         code, _, err = cli("train", "--resume=cut")
     assert code == 0, err
-    optimizer = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["resume"]["optimizer"]
+    optimizer = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["training_state"]["optimizer"]
     assert not optimizer["param_groups"][0]["fused"]
     states = list(optimizer["state"].values())
     assert all(s["step"].device.type == "cpu" for s in states)
@@ -307,7 +307,7 @@ class FakeClock:
 def finished(run: Path) -> tuple[float, list[float], dict]:
     """The share of the run its last.pt has done, the learning rate of each step, and the history."""
     history = json.loads((run / "history.json").read_text())
-    return torch.load(run / "last.pt", weights_only=True)["resume"]["progress"], [s["lr"] for s in history["steps"]], history
+    return torch.load(run / "last.pt", weights_only=True)["training_state"]["done"], [s["lr"] for s in history["steps"]], history
 
 
 @pytest.mark.parametrize(
@@ -371,7 +371,7 @@ def test_a_fast_device_trains_at_most_four_times_the_datasets_epochs_on_a_budget
     code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--budget=1000", "--batch_size=32")
     assert code == 0, err
     assert "so about 8.0 epochs fit in --budget=1000 (the most a budget trains: 4× the dataset's 2)" in err
-    assert len(finished(tmp_path / "run")[2]["epochs"]) == ft.TrainConfig().budget_most_epochs * 2
+    assert len(finished(tmp_path / "run")[2]["epochs"]) == ft.TrainConfig().budget_cap * 2
 
 
 @pytest.mark.parametrize(("budget", "validation"), [(40, 0.0), (38, 2.0)])

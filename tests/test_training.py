@@ -228,7 +228,7 @@ def test_validation_split_is_disjoint_seeded_and_sized():
 def test_augmentation_is_seeded_and_batched():
     x = torch.rand(8, 1, 28, 28)
     rand = torch.rand(8, 10, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    recipe = ft.Recipe(degrees=10, shift=0.1, scale=0.1, hflip=True)
+    recipe = ft.Augmentation(degrees=10, shift=0.1, scale=0.1, mirror=True)
     a = ft.augment_batch(x, rand, recipe)
     assert a.shape == x.shape and torch.equal(a, ft.augment_batch(x, rand.clone(), recipe)) and not torch.equal(a, x)
 
@@ -237,14 +237,14 @@ def test_slant_stretch_and_cutout_augmentation():
     x = torch.ones(4, 1, 28, 28)
     rand = torch.zeros(4, 10)
     rand[:, 7:9] = torch.tensor([[-1.0, -1.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]])  # square centres: corners, middle, edge
-    recipe = ft.Recipe(degrees=10, shift=0.1, scale=0.1)
+    recipe = ft.Augmentation(degrees=10, shift=0.1, scale=0.1)
     plain = ft.augment_batch(x, rand, recipe)
     blanked = ft.augment_batch(x, rand, dataclasses.replace(recipe, cutout=9))
     holes = (blanked == 0) & (plain != 0)
     assert holes[1].sum() == 81 and holes[1, 0, 10:19, 10:19].all()  # a 9 × 9 square in the middle
     assert holes[0].sum() == 25 and holes[0, 0, :5, :5].all()  # clipped at the corner
     rand[:, 5:7] = torch.tensor([1.0, 1.0])
-    slanted = ft.augment_batch(x, rand, dataclasses.replace(recipe, shear=0.3, aspect=0.15))
+    slanted = ft.augment_batch(x, rand, dataclasses.replace(recipe, slant=0.3, stretch=0.15))
     assert not torch.allclose(slanted, plain)
 
 
@@ -271,7 +271,7 @@ def test_a_nearest_share_of_the_batch_is_resampled_as_the_course_data_was():
     x = (torch.rand(6, 1, 28, 28) * 4).round() / 4  # five grey levels
     rand = torch.rand(6, 10, generator=torch.Generator().manual_seed(1)) * 2 - 1
     rand[:, 9] = torch.tensor([-1.0, -0.5, -0.1, 0.1, 0.5, 1.0])  # the first three fall in a 0.5 share
-    recipe = ft.Recipe(degrees=20, shift=0.1, scale=0.1)
+    recipe = ft.Augmentation(degrees=20, shift=0.1, scale=0.1)
     bilinear = ft.augment_batch(x, rand, recipe)
     mixed = ft.augment_batch(x, rand, dataclasses.replace(recipe, nearest=0.5))
     assert torch.equal(mixed[3:], bilinear[3:]) and not torch.equal(mixed[:3], bilinear[:3])
@@ -281,12 +281,12 @@ def test_a_nearest_share_of_the_batch_is_resampled_as_the_course_data_was():
 def test_slant_moves_the_top_of_an_upright_bar_sideways():
     bar = torch.zeros(1, 1, 28, 28)
     bar[..., 4:24, 13:15] = 1.0
-    slanted = ft.affine_warp(bar, torch.zeros(1), shears=torch.tensor([0.5]))
+    slanted = ft.affine_warp(bar, torch.zeros(1), slants=torch.tensor([0.5]))
     cols = torch.arange(28.0)
     top, bottom = (slanted[0, 0, 6] * cols).sum() / slanted[0, 0, 6].sum(), (slanted[0, 0, 21] * cols).sum() / slanted[0, 0, 21].sum()
     assert abs(top - bottom) > 4  # the bar now leans
     assert torch.allclose(
-        ft.affine_warp(bar, torch.zeros(1), shears=torch.zeros(1), aspects=torch.ones(1)), ft.affine_warp(bar, torch.zeros(1))
+        ft.affine_warp(bar, torch.zeros(1), slants=torch.zeros(1), stretches=torch.ones(1)), ft.affine_warp(bar, torch.zeros(1))
     )
 
 
@@ -354,7 +354,7 @@ def test_interrupted_then_resumed_run_ends_exactly_like_an_uninterrupted_one(cli
     assert [(e["train_loss"], e["val_accuracy"]) for e in whole["epochs"]] == [(e["train_loss"], e["val_accuracy"]) for e in cut["epochs"]]
     a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True) for n in ("whole", "cut"))
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    assert all(torch.equal(a["resume"]["model"][k], b["resume"]["model"][k]) for k in a["resume"]["model"])
+    assert all(torch.equal(a["training_state"]["model"][k], b["training_state"]["model"][k]) for k in a["training_state"]["model"])
 
 
 def test_resume_forms_and_mistakes(cli, tiny_data, tmp_path):
@@ -502,7 +502,7 @@ def test_a_code_update_that_changes_a_default_under_an_unfinished_run_continues_
     monkeypatch.setattr(ft, "update_ema", real)
     # the run was started by older code whose label smoothing and warm-up were others: its last.pt says so
     last = ft.Checkpoint.load(tmp_path / "run" / "last.pt")
-    older = dataclasses.replace(last.train_config, label_smoothing=0.1, warmup_share=0.3)
+    older = dataclasses.replace(last.train_config, label_smoothing=0.1, warmup_fraction=0.3)
     dataclasses.replace(last, train_config=older).save(tmp_path / "run" / "last.pt")
     code, _, err = cli(*args, "--label_smoothing=0.05")  # a flag the user gives that differs: another run
     assert_one_line_error(code, err, "--label_smoothing=0.1, this command says 0.05", exit_code=2)
@@ -512,9 +512,9 @@ def test_a_code_update_that_changes_a_default_under_an_unfinished_run_continues_
     assert code == 0, err
     assert ft.Checkpoint.load(tmp_path / "run" / "best.pt").model_config == last.model_config
     assert "continuing the unfinished run in run after epoch 1 of 3" in err
-    assert "keeps its own settings" in err and "--label_smoothing=0.1 (default now 0.05)" in err and "warmup_share" in err
+    assert "keeps its own settings" in err and "--label_smoothing=0.1 (default now 0.05)" in err and "warmup_fraction" in err
     kept = ft.Checkpoint.load(tmp_path / "run" / "last.pt").train_config
-    assert (kept.label_smoothing, kept.warmup_share, kept.epochs) == (0.1, 0.3, 3)
+    assert (kept.label_smoothing, kept.warmup_fraction, kept.epochs) == (0.1, 0.3, 3)
 
 
 def test_a_damaged_last_pt_falls_back_to_the_state_before_it(cli, tiny_data, tmp_path, monkeypatch):
