@@ -1,15 +1,27 @@
-"""fashion_trainer: train and evaluate a CNN on corrupted MNIST (and MNIST, Fashion-MNIST, CIFAR-10) from one file.
+"""fashion_trainer: train and evaluate an image classifier, ours or yours, on corrupted MNIST (and MNIST, Fashion-MNIST,
+CIFAR-10) from one file.
 
 Read it top-down: the story of a run comes first, the machinery that keeps runs alive after it.
-  settings        TrainConfig (every `train` flag: default, help, check) and DATASETS (each dataset's recipe and network)
-  data            the dataset held in memory, the validation split, the random warps of every training batch
-  model           the CNN, plain or with p4 convolutions, built from a ModelConfig
-  training        TrainingState, one epoch of steps (train_epoch), fit: validation, the moving average, saving
-  evaluation      `evaluate`: test accuracy, per class, the confusion matrix
-  commands        `train` and the entry point
-  APPENDIX        run folders and checkpoints (Checkpoint, open_run), devices and torchrun, safe writes and errors, data
-                  files and downloads, the course's rotations, `prepare`, pictures, `compare` and `lr_find`, inspection
-                  (`show`, `mc_dropout`, `knn`, `predict`), notebook helpers
+  settings      TrainConfig (every `train` flag) and DATASETS (each dataset's recipe)
+  data          the dataset in memory, the course's shard turns undone, the validation split, the warps of a batch
+  model         the built-in CNN, plain or p4; a model file of yours takes its place (--model)
+  training      TrainingState, one epoch of steps, fit: train, recalibrate batch norm, validate, record, save
+  evaluation    `evaluate`: test accuracy, per class, the confusion matrix
+  commands      `train` and the entry point
+  APPENDIX      run folders and checkpoints, devices and torchrun, safe writes and errors, data files and downloads,
+                `prepare`, pictures, `compare` and `lr_find`, inspection, your model, notebook helpers
+
+One word per thing:
+  recipe        a dataset's entry in DATASETS: its flags' defaults, its warm-up, augmentation and model config
+  augmentation  the random warps of every training batch: turn, zoom, shift, mirror, slant, stretch, cutout
+  turn          a rotation by so many degrees: the course turns each shard (file) of digits by one angle, augmentation and
+                evaluate's test turns turn images; p4 copies are each filter at four quarter turns (P4Conv)
+  model         the nn.Module trained: the built-in CNN, or the class of a model file you name (--model)
+  model config  what the model is (ModelConfig): its layers or your file's class, its input, classes and statistics
+  last.pt       a run's newest checkpoint; the training state inside it (weights, optimizer, random streams, history)
+                continues the run; `last` is one loaded. best.pt holds the best validated weights alone
+  done          the fraction of a run done, 0 to 1: of its epochs, or of a --budget's seconds
+  world         the number of torchrun processes; rank 0 alone writes
 
 Ways to run it:
   python fashion_trainer.py train                       CPU, Apple MPS or one CUDA GPU (--device=auto picks)
@@ -29,6 +41,7 @@ import errno
 import gc
 import gzip
 import hashlib
+import importlib.util
 import inspect
 import io
 import itertools
@@ -37,6 +50,7 @@ import math
 import os
 import pickle
 import re
+import shlex
 import shutil
 import signal
 import struct
@@ -289,12 +303,12 @@ def flag_help(f: dataclasses.Field) -> str:
     return f.metadata["help"] + (f" (default: the dataset's, {getattr(spec, f.name):g} for {DEFAULT_DATASET})" if recipe else "")
 
 
-def takes_train_flags(*names: str) -> Callable:
-    """A command that also takes these `train` flags (none named: all) as TrainConfig defines them: fire reads a command's
-    flags from its signature and their --help lines from its docstring's Args, and both are made here from the fields."""
+def takes_train_flags(names: str = "") -> Callable:
+    """A command that also takes these `train` flags (space-separated; none named: all) as TrainConfig defines them: fire
+    reads a command's flags from its signature and their --help lines from its docstring's Args, both made here."""
 
     def command_with_flags(command: Callable) -> Callable:
-        fields = [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata and (not names or f.name in names)]
+        fields = [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata and (not names or f.name in names.split())]
         flag = inspect.Parameter.KEYWORD_ONLY
         own = [p.replace(kind=flag) for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
         command.__signature__ = inspect.Signature(
@@ -306,7 +320,7 @@ def takes_train_flags(*names: str) -> Callable:
     return command_with_flags
 
 
-# ----------------------------------------------------------------------------- data: the dataset in memory, the validation split, the random warps of a batch
+# ----------------------------------------------------------------------------- data: the dataset in memory, its shard turns undone, the validation split, the warps
 
 
 @dataclass
@@ -319,7 +333,7 @@ class Data:
     test_labels: Tensor
     classes: list[str]
     source: str
-    train_shards: Tensor | None = None  # which file each training image came from (the course turns a file as a whole)
+    shard_ids: Tensor | None = None  # which file each training image came from (the course turns a file as a whole)
 
 
 def _check_dataset(name: object) -> DatasetSpec:
@@ -341,11 +355,66 @@ def read_dataset(dataset: str, folder: Path, train: bool = True) -> Data:
     return reader(folder, DATASETS[dataset].classes, train=train)
 
 
+# The heart of corrupted MNIST. The course's generator turns each 5,000-digit shard (file) by one angle, so its test digits
+# share an angle that can lie 50° from every training shard's. Each shard's angle is measured from its digits' ink (second
+# moments, class by class) and undone before the augmentation turns every digit anywhere in ±60° of upright.
+def upright_turns(data: Data, train_idx: Tensor, augmentation: Augmentation | None) -> Tensor | None:
+    """For an `upright` augmentation, the turn that undoes each training image's shard angle: its random turn then spans
+    ±degrees from upright, whatever angles the shards were given."""
+    if augmentation is None or not augmentation.upright or data.shard_ids is None:
+        return None
+    limit = augmentation.upright_limit
+    return -shard_angles(data.train_images, data.train_labels, data.shard_ids).clamp(-limit, limit)[data.shard_ids[train_idx]]
+
+
+def shard_angles(images: Tensor, labels: Tensor, shards: Tensor) -> Tensor:
+    """Each shard's angle in degrees, measured against upright MNIST class by class (a turned shard shows as one angle;
+    one whose digits are each turned at random as about 0), chunked to bound memory."""
+    upright = torch.tensor(UPRIGHT_ORIENTATION, dtype=torch.complex64)
+    agreement = torch.cat([ink_orientation(images[i : i + 8192]) for i in range(0, len(images), 8192)]) * upright[labels].conj()
+    totals = torch.zeros(int(shards.max()) + 1, dtype=torch.complex64).index_add_(0, shards, agreement)
+    return torch.rad2deg(torch.angle(totals) / 2)
+
+
+# Per class, the mean of ((μ20 - μ02) + 2iμ11) / (μ20 + μ02) of the ink of upright MNIST training digits (second moments;
+# scripts/upright_orientation.py measures it): turning a digit by φ degrees turns this number by 2φ.
+UPRIGHT_ORIENTATION = (
+    complex(-0.109, -0.235), complex(-0.742, -0.356), complex(-0.262, -0.109), complex(-0.429, -0.073), complex(-0.120, -0.063),
+    complex(-0.292, -0.247), complex(-0.315, -0.049), complex(-0.377, -0.045), complex(-0.416, -0.238), complex(-0.373, -0.010),
+)  # fmt: skip
+
+
+def ink_orientation(images: Tensor) -> Tensor:
+    """Per image, ((μ20 - μ02) + 2iμ11) / (μ20 + μ02) of its ink's second moments: a complex number that turns by 2φ when
+    the image turns by φ (one channel, [N, 1, H, W])."""
+    ink = images[:, 0].float()
+    h, w = ink.shape[-2:]
+    ys, xs = torch.arange(h, dtype=ink.dtype).view(1, h, 1), torch.arange(w, dtype=ink.dtype).view(1, 1, w)
+    mass = ink.sum((1, 2)).clamp_min(1e-6)
+    dy = ys - ((ink * ys).sum((1, 2)) / mass).view(-1, 1, 1)
+    dx = xs - ((ink * xs).sum((1, 2)) / mass).view(-1, 1, 1)
+    mu20, mu02, mu11 = ((ink * d).sum((1, 2)) / mass for d in (dx * dx, dy * dy, dx * dy))
+    return torch.complex(mu20 - mu02, 2 * mu11) / (mu20 + mu02).clamp_min(1e-6)
+
+
 def split_validation(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Seeded random indices of the training part and the validation part of the training shards."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = max(1, round(n * val_fraction))
     return order[n_val:], order[:n_val]
+
+
+def split_for_training(data: Data, config: TrainConfig, device: torch.device, model: ModelConfig) -> tuple[tuple, tuple, ModelConfig]:
+    """The training images, labels and upright turns (on the device where it holds them), the validation images and
+    labels, and the model config completed with the input's shape, classes and statistics."""
+    train_idx, val_idx = split_validation(len(data.train_images), config.val_fraction, config.seed)
+    x_train, y_train = data.train_images[train_idx], data.train_labels[train_idx]
+    turns = upright_turns(data, train_idx, config.augmentation)
+    if DeviceUse.of(device).data_on_device:
+        x_train, y_train, turns = x_train.to(device), y_train.to(device), None if turns is None else turns.to(device)
+    stats = {"mean": tuple(x_train.mean(dim=(0, 2, 3)).tolist()), "std": tuple(x_train.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())}
+    model_config = dataclasses.replace(model, input_shape=tuple(x_train.shape[1:]), num_classes=len(data.classes), **stats)
+    return (x_train, y_train, turns), (data.train_images[val_idx], data.train_labels[val_idx]), model_config
 
 
 def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
@@ -408,7 +477,7 @@ def affine_warp(
     return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
-# ----------------------------------------------------------------------------- model: the CNN, plain or with p4 convolutions
+# ----------------------------------------------------------------------------- model: the built-in CNN, plain or with p4 copies (or your model: build_model)
 
 
 class Reshape(nn.Module):
@@ -438,11 +507,11 @@ class Normalize(nn.Module):
 
 
 class P4Conv(nn.Module):
-    """A 3×3 convolution whose filters come in four copies turned by 0°, 90°, 180° and 270° (a p4 group convolution).
+    """A 3×3 convolution whose filters come in four p4 copies, turned by 0°, 90°, 180° and 270° (a p4 group convolution).
 
-    It outputs c_out × 4 channels, ordered [channel, turn]. A stroke detector learnt at one angle then works at the
-    other three, so rotated digits teach the network with a quarter of the weights. lift=True takes plain images;
-    otherwise the input is another P4Conv's output and a turn of the filters also cycles its turn channels, which
+    It outputs c_out × 4 channels, ordered [channel, copy]. A stroke detector learnt at one angle then works at the
+    other three, so turned digits teach the model with a quarter of the weights. lift=True takes plain images;
+    otherwise the input is another P4Conv's output and a quarter turn of the filters also cycles its copies, which
     keeps the layer equivariant: turning the image by 90° turns and cycles every feature map, nothing else."""
 
     def __init__(self, c_in: int, c_out: int, lift: bool):
@@ -505,42 +574,53 @@ def conv_bn_relu(c_in: int, c_out: int, p4: bool = False, lift: bool = False) ->
     return [conv, nn.BatchNorm2d(c_out * (4 if p4 else 1)), nn.ReLU(inplace=True)]
 
 
-def build_model(model_config: ModelConfig) -> nn.Sequential:
-    """A small VGG-style CNN: stages of conv-bn-relu blocks, each followed by max pooling, then a linear head."""
-    c, h, w = model_config.input_shape
-    layers: list[nn.Module] = [Reshape(c, h, w), Normalize(list(model_config.mean), list(model_config.std))]
-    c_in, lift = c, True  # the first convolution turns plain images into turn channels
-    for i, stage in enumerate(model_config.stages):
-        if i > 0:
-            layers.append(MaxPool())
-        for width in stage:
-            layers += conv_bn_relu(c_in, width, model_config.p4, lift)
-            c_in, lift = width, False
-    # Flatten the last 3×3 (4×4 for 32×32 input) map rather than average it away: where strokes are matters for digits.
-    features = c_in * (4 if model_config.p4 else 1) * (h >> len(model_config.stages)) * (w >> len(model_config.stages))
-    layers += [MaxPool(), nn.Flatten()]
-    if model_config.hidden:
-        layers += [nn.Linear(features, model_config.hidden, bias=False), nn.BatchNorm1d(model_config.hidden), nn.ReLU(inplace=True)]
-        features = model_config.hidden
-    layers += [nn.Dropout(model_config.dropout), nn.Linear(features, model_config.num_classes)]
-    model = nn.Sequential(*layers)
-    # Batch norm makes each convolution blind to its weights' scale, and Adam moves every weight by about lr per
-    # step, so small starting weights turn even --lr=1e-4 into real progress (measured: 98.2 -> 99 % test accuracy).
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, P4Conv)):
-                m.weight.mul_(model_config.init_scale)
-    return model
+def build_model(model_config: ModelConfig, user: UserModel | None = None) -> nn.Module:
+    """The model a ModelConfig describes: the built-in CNN, or the class of the model file the user named (`user`,
+    imported by the command that named it: never because a checkpoint says so) built with its arguments."""
+    if not model_config.user_model:
+        return CNN(model_config)
+    if user is None:
+        raise ModelNotNamed("this run", model_config.user_model)
+    return user.build(model_config.user_args)
 
 
-def batch_normed(model: nn.Sequential) -> list[nn.Module]:
+class CNN(nn.Sequential):
+    """The built-in model, a small VGG-style CNN: stages of conv-bn-relu blocks, each followed by max pooling, then a
+    linear head. Its own tricks (channels-last, folded batch norm at prediction, weights scaled with --lr) are its alone."""
+
+    def __init__(self, model_config: ModelConfig):
+        c, h, w = model_config.input_shape
+        layers: list[nn.Module] = [Reshape(c, h, w), Normalize(list(model_config.mean), list(model_config.std))]
+        c_in, lift = c, True  # the first convolution makes p4 copies of plain images
+        for i, stage in enumerate(model_config.stages):
+            if i > 0:
+                layers.append(MaxPool())
+            for width in stage:
+                layers += conv_bn_relu(c_in, width, model_config.p4, lift)
+                c_in, lift = width, False
+        # Flatten the last 3×3 (4×4 for 32×32 input) map rather than average it away: where strokes are matters for digits.
+        features = c_in * (4 if model_config.p4 else 1) * (h >> len(model_config.stages)) * (w >> len(model_config.stages))
+        layers += [MaxPool(), nn.Flatten()]
+        if model_config.hidden:
+            layers += [nn.Linear(features, model_config.hidden, bias=False), nn.BatchNorm1d(model_config.hidden), nn.ReLU(inplace=True)]
+            features = model_config.hidden
+        super().__init__(*layers, nn.Dropout(model_config.dropout), nn.Linear(features, model_config.num_classes))
+        # Batch norm makes each convolution blind to its weights' scale, and Adam moves every weight by about lr per
+        # step, so small starting weights turn even --lr=1e-4 into real progress (measured: 98.2 -> 99 % test accuracy).
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, P4Conv)):
+                    m.weight.mul_(model_config.init_scale)
+
+
+def batch_normed(model: CNN) -> list[nn.Module]:
     """The layers a batch norm follows: blind to the scale of their weights."""
     return [layer for layer, norm in itertools.pairwise(model) if isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d))]
 
 
 @torch.no_grad()
-def fold_batch_norm(model: nn.Sequential) -> nn.Sequential:
-    """A copy of an evaluated network for prediction alone, each convolution's batch norm folded into its weights and a
+def fold_batch_norm(model: CNN) -> nn.Sequential:
+    """A copy of the evaluated CNN for prediction alone, each convolution's batch norm folded into its weights and a
     bias (a P4Conv becomes the plain convolution it computes): the same function with one layer fewer to run (batch
     norm was 15 % of an fp32 forward pass here)."""
     layers = list(model.eval())
@@ -561,19 +641,23 @@ def fold_batch_norm(model: nn.Sequential) -> nn.Sequential:
 
 
 class TrainingState:
-    """All that changes while training, saved in last.pt and restored as one: the weights and their moving average,
-    the optimizer and gradient scaler, the random-number streams, the counters, the run's progress, the best epoch and
-    the history."""
+    """All that changes while training, saved in last.pt as its training state and restored as one: the weights and
+    their moving average, the optimizer and gradient scaler, the random-number streams, the counters, the fraction done,
+    the best epoch and the history."""
 
-    def __init__(self, config: TrainConfig, model_config: ModelConfig, device: torch.device, ranks: Ranks):
+    def __init__(self, config: TrainConfig, model_config: ModelConfig, device: torch.device, ranks: Ranks, user: UserModel | None = None):
         self.device, self.seed, self.use = device, config.seed, DeviceUse.of(device)
-        self.memory_format = torch.channels_last if self.use.channels_last else torch.contiguous_format
-        self.model = build_model(model_config)
-        # Batch norm makes the layers before it blind to their weights' scale, so a step turns them by lr / |w|: weights
-        # that start in proportion to --lr and lose the recipe's share per step turn alike at any --lr (docs/research.md)
+        self.model = build_model(model_config, user)
+        # a user's model gets the layout the course's code gives it: a .view(N, -1) in it fails on channels-last tensors
+        channels_last = self.use.channels_last and isinstance(self.model, CNN)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        # Batch norm makes the CNN's layers before it blind to their weights' scale, so a step turns them by lr / |w|: at
+        # --lr=1e-4 they turned 30× slower than the recipe was measured with, and lost 0.2-0.45 points. Weights started
+        # in proportion to --lr and decayed by recipe/--lr per step train alike at any --lr: 1e-4 reached 98.90 / 98.94 %
+        # on untuned builds (seeds 1, 2; 98.62 % before), the default --lr is untouched (docs/research.md, 2026-12-02)
         relative = config.lr / DATASETS[config.dataset].lr
         with torch.no_grad():
-            for layer in batch_normed(self.model):
+            for layer in batch_normed(self.model) if isinstance(self.model, CNN) else []:
                 layer.weight.mul_(relative)
         self.model = self.model.to(device, memory_format=self.memory_format)
         self.ddp = self.model if ranks.world == 1 else nn.parallel.DistributedDataParallel(self.model, device_ids=_ddp_ids(device))
@@ -622,24 +706,23 @@ class TrainingState:
         if ranks.main:
             _say_what_moved(last, self.device, ranks)
 
-    def load_state_dict(self, state: dict, averaged: dict) -> None:
-        """Continue from state_dict()'s output and the averaged weights saved beside it."""
-        self.model.load_state_dict(state["model"])
-        load_optimizer(self.optimizer, state["optimizer"])
-        if state["scaler"]:  # a disabled scaler saves {}; an fp16 run resumed from a bf16/fp32 one starts its scale afresh
-            self.scaler.load_state_dict(state["scaler"])
+    def load_state_dict(self, training: dict, averaged: dict) -> None:
+        """Continue from state_dict()'s output (a last.pt's training state) and the averaged weights saved beside it."""
+        load_weights(self.model, training["model"], "its last.pt")
+        load_optimizer(self.optimizer, training["optimizer"])
+        if training["scaler"]:  # a disabled scaler saves {}; an fp16 run resumed from a bf16/fp32 one starts its scale afresh
+            self.scaler.load_state_dict(training["scaler"])
         if self.averaged is not None:
             self.averaged.load_state_dict(averaged)
-        if state["generator_device"] == self.generator.device.type:
-            self.generator.set_state(state["generator"])
+        if training["generator_device"] == self.generator.device.type:
+            self.generator.set_state(training["generator"])
         else:  # CPU and CUDA generators keep different states: the resumed run goes on from a seed of its own
-            self.generator.manual_seed(self.seed * 1000 + state["epoch"])
-        torch.set_rng_state(state["torch_rng"])
-        if self.device.type == "cuda" and state["cuda_rng"] is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-        self.history, self.step, self.epoch = state["history"], state["step"], state["epoch"]
-        self.best_acc, self.best_epoch = state["best_acc"], state["best_epoch"]
-        self.done = state["done"]
+            self.generator.manual_seed(self.seed * 1000 + training["epoch"])
+        torch.set_rng_state(training["torch_rng"])
+        if self.device.type == "cuda" and training["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(training["cuda_rng"], self.device)
+        self.history, self.step, self.epoch, self.done = training["history"], training["step"], training["epoch"], training["done"]
+        self.best_acc, self.best_epoch = training["best_acc"], training["best_epoch"]
 
     def seconds_so_far(self) -> float:
         """Training seconds of the epochs already done (a resumed run counts on from there)."""
@@ -662,11 +745,11 @@ class TrainingState:
         return improved
 
 
-def schedule_at(config: TrainConfig, progress: float) -> tuple[float, float | None]:
-    """The learning rate and Adam's beta1 (None: left as it is) at this share of the run done, 0 to 1. A function of the
-    share alone, so a run of any length, a --budget run (whose length is seconds) and a run moved to other steps an
-    epoch follow it alike, with nothing to re-plan."""
-    p = min(max(progress, 0.0), 1.0)
+def schedule_at(config: TrainConfig, done: float) -> tuple[float, float | None]:
+    """The learning rate and Adam's beta1 (None: left as it is) at this fraction of the run done, 0 to 1. A function of
+    it alone, so a run of any length, a --budget run (whose length is seconds) and a run moved to other steps an epoch
+    follow it alike, with nothing to re-plan."""
+    p = min(max(done, 0.0), 1.0)
     if config.scheduler == "onecycle":  # OneCycleLR's shape: from lr/25 up a half cosine, then down to lr/25e4; beta1 against it
         w = config.warmup_fraction
         rise = (1 - math.cos(math.pi * p / w)) / 2 if p < w else (1 + math.cos(math.pi * (p - w) / (1 - w))) / 2
@@ -680,8 +763,8 @@ def schedule_at(config: TrainConfig, progress: float) -> tuple[float, float | No
 
 
 def fraction_done(config: TrainConfig, epochs_done: float, seconds: float) -> float:
-    """The share of the run done: the epochs trained of --epochs; for a --budget run the larger of its seconds spent (of
-    the share of the budget training may take) and its epochs of the most a budget trains."""
+    """The fraction of the run done: the epochs trained of --epochs; for a --budget run the larger of its seconds spent (of
+    the fraction of the budget its steps may take) and its epochs of the most a budget trains."""
     if config.budget is None:
         return epochs_done / config.epochs
     return max(epochs_done / (config.budget_cap * DATASETS[config.dataset].epochs), seconds / (config.budget_fraction * config.budget))
@@ -700,11 +783,17 @@ def update_ema(tensors: tuple[list[Tensor], list[Tensor]], decay: float) -> None
 
 
 def train_epoch(
-    state: TrainingState, config: TrainConfig, x_train: Tensor, y_train: Tensor, ranks: Ranks, progress: Callable[[int], float], turns=None
+    state: TrainingState,
+    config: TrainConfig,
+    x_train: Tensor,
+    y_train: Tensor,
+    ranks: Ranks,
+    before_step: Callable[[int], float],
+    turns=None,
 ) -> tuple[list[float], list[float]]:
     """One pass over the data in global batches, each rank taking every world-th image, warped a block of batches at a
-    time, each step at the learning rate of the run's progress (`progress(steps into the epoch)`; a --budget run stops
-    where it reaches 1); the steps' losses and learning rates."""
+    time, each step at the learning rate of the fraction of the run done (`before_step(steps into the epoch)`; a --budget
+    run stops where it reaches 1); the steps' losses and learning rates."""
     state.net.train()
     order = torch.randperm(len(x_train), generator=state.generator, device=state.generator.device)
     losses, lrs = [], []
@@ -712,11 +801,11 @@ def train_epoch(
     spans = list(zip(starts, [*starts[1:], len(order)]))
     show = {} if ranks.main else {"disable": True}
     for i in tqdm(range(len(spans)), desc=epoch_name(state.epoch + 1, config), leave=False, **show):
-        done = progress(i)
+        done = before_step(i)
         if done >= 1 and i:  # a --budget spent (fit decided at the last epoch's end that this one starts, and records it)
             break
         if i % config.augment_block == 0:  # one warp for a block of steps: ~100 small operations each, once (#35)
-            block = training_batches(state, config, x_train, y_train, order, spans[i : i + config.augment_block], ranks, turns)
+            block = training_batches(state, config, (x_train, y_train, turns), order, spans[i : i + config.augment_block], ranks)
         lr, beta1 = schedule_at(config, done)
         losses.append(train_step(state, config, *block[i % config.augment_block], lr, beta1))
         if state.ema_pairs is not None:
@@ -729,18 +818,9 @@ def train_epoch(
     return losses, lrs
 
 
-def training_batches(
-    state: TrainingState,
-    config: TrainConfig,
-    x_train: Tensor,
-    y_train: Tensor,
-    order: Tensor,
-    spans: list[tuple[int, int]],
-    ranks: Ranks,
-    turns: Tensor | None,
-) -> list[tuple[Tensor, Tensor]]:
+def training_batches(state: TrainingState, config: TrainConfig, train: tuple, order: Tensor, spans: list, ranks: Ranks) -> list[tuple]:
     """This rank's share of each global batch order[start:end], randomly warped by the recipe in one go, on the device."""
-    first, last = spans[0][0], spans[-1][1]
+    (x_train, y_train, turns), first, last = train, spans[0][0], spans[-1][1]
     places = torch.cat([torch.arange(start, end)[ranks.rank :: ranks.world] for start, end in spans]) - first
     mine = order[first:last] if ranks.world == 1 else order[first:last][places.to(order.device)]
     mine, gen = mine.to(x_train.device), state.generator
@@ -775,26 +855,26 @@ def epoch_name(epoch: int, config: TrainConfig, of: str = "/") -> str:
 
 
 def fit(
-    data: Data, run_dir: Path, config: TrainConfig, device: torch.device, last: Checkpoint | None = None, ranks: Ranks | None = None
+    data: Data, run_dir: Path, config: TrainConfig, device: torch.device, last: Checkpoint | None, ranks: Ranks, user: UserModel | None
 ) -> dict:
     """Train from scratch or from last.pt's state: for each epoch train, recalibrate batch norm, validate, record, save."""
-    started, ranks = time.perf_counter(), ranks or Ranks()
+    started = time.perf_counter()
     torch.manual_seed(config.seed)
-    model_config = DATASETS[config.dataset].model_config if last is None else last.model_config  # a run keeps its model
+    model_config = model_of(config, user) if last is None else last.model_config  # a run keeps its model
     (x_train, y_train, turns), (x_val, y_val), model_config = split_for_training(data, config, device, model_config)
-    state = TrainingState(config, model_config, device, ranks)
+    state = TrainingState(config, model_config, device, ranks, user)
     if last is not None:
         state.continue_from(last, ranks)
     run = RunFolder(run_dir, state, Checkpoint(model_config, {}, list(data.classes), config, data_fingerprints(data), {}), last, ranks)
     steps_per_epoch = len(batch_starts(len(x_train), config.batch_size, ranks.world))
     clock = TrainingClock(config, device, ranks, steps_per_epoch, started, state.seconds_so_far())
 
-    def progress(steps_into_epoch: int) -> float:  # asked before each step
+    def before_step(steps_into_epoch: int) -> float:  # the fraction of the run done; the clock starts after the first
         return clock.step_begins(state.epoch + steps_into_epoch / steps_per_epoch)
 
     with run.stopping_in_one_line():  # Ctrl-C, a refused budget, a failed write, a loss gone NaN: what last.pt holds
         while state.done < 1 and not stopped_early(state.epoch, state.best_epoch, config.patience):
-            losses, lrs = train_epoch(state, config, x_train, y_train, ranks, progress, turns)
+            losses, lrs = train_epoch(state, config, x_train, y_train, ranks, before_step, turns)
             clock.epoch_trained()
             recalibrate_batch_norm(state.final, x_train[: config.batch_norm_images], device, state.memory_format, state.amp)
             val_acc = validate(state.final, x_val, y_val, device, ranks, state.amp)
@@ -806,98 +886,13 @@ def fit(
     return state.history
 
 
-def split_for_training(data: Data, config: TrainConfig, device: torch.device, layers: ModelConfig) -> tuple[tuple, tuple, ModelConfig]:
-    """The training images, labels and upright turns (on the device where it holds them), the validation images and
-    labels, and the network's config completed with the input's shape, classes and statistics."""
-    train_idx, val_idx = split_validation(len(data.train_images), config.val_fraction, config.seed)
-    x_train, y_train = data.train_images[train_idx], data.train_labels[train_idx]
-    turns = upright_turns(data, train_idx, config.augmentation)
-    if DeviceUse.of(device).data_on_device:
-        x_train, y_train, turns = x_train.to(device), y_train.to(device), None if turns is None else turns.to(device)
-    stats = {"mean": tuple(x_train.mean(dim=(0, 2, 3)).tolist()), "std": tuple(x_train.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())}
-    model_config = dataclasses.replace(layers, input_shape=tuple(x_train.shape[1:]), num_classes=len(data.classes), **stats)
-    return (x_train, y_train, turns), (data.train_images[val_idx], data.train_labels[val_idx]), model_config
-
-
-class TrainingClock:
-    """A run's training seconds: its steps, validations and saves, on from a continued run's saved seconds. The one-time
-    start (until the first step ends: the CUDA context, cuDNN's first choices, compiling) is measured apart and not
-    counted, so a --budget schedule never spends itself on it (on an H200 a 5 s budget did, and scored 8.86 %, #35);
-    the steps after it measure what a step takes, which is said (and a --budget too small for it refused)."""
-
-    def __init__(self, config: TrainConfig, device: torch.device, ranks: Ranks, steps_per_epoch: int, opened: float, before: float):
-        self.config, self.device, self.ranks, self.steps_per_epoch = config, device, ranks, steps_per_epoch
-        self.opened, self.before, self.steps = opened, before, 0
-        self.began: float | None = None  # when the first step had ended
-        self.step_seconds: float | None = None
-        self.tail, self.tail_began = 0.0, None  # an epoch's validation and saving, counted ahead so the last ones fit
-
-    def seconds(self) -> float:
-        """Training seconds so far (none before the first step has ended)."""
-        return self.before + (0.0 if self.began is None else time.perf_counter() - self.began)
-
-    def done(self, epochs_done: float) -> float:
-        """The share of the run done, the same on every rank (a --budget run's clock is rank 0's)."""
-        done = fraction_done(self.config, epochs_done, self.seconds() + self.ahead())
-        return from_rank0([done], self.device, self.ranks)[0] if self.config.budget and self.ranks.world > 1 else done
-
-    def step_begins(self, epochs_done: float) -> float:
-        """Before each step: the share of the run done. The first step's end starts the clock; five steps more time a step."""
-        self.steps += 1
-        if self.steps == 2:
-            synchronize(self.device)
-            self.began = time.perf_counter()
-        done = self.done(epochs_done)
-        if self.steps == 7 or done >= 1:
-            self.time_steps(self.steps - 2)
-        return done
-
-    def time_steps(self, steady: int) -> None:
-        """What a step takes, once: over the steady steps so far (five, or fewer where an epoch or the run ends sooner)."""
-        if self.step_seconds is None and steady > 0:
-            synchronize(self.device)
-            self.step_seconds = (time.perf_counter() - self.began) / steady
-            say_step_seconds(self)
-
-    def epoch_trained(self) -> None:
-        """An epoch's steps are done: its validation and saving begin."""
-        self.time_steps(self.steps - 1)
-        self.tail_began = time.perf_counter()
-
-    def ahead(self) -> float:
-        """Seconds to count ahead: the last epoch's validation and saving (or this one's so far, if longer)."""
-        return self.tail if self.tail_began is None else max(self.tail, time.perf_counter() - self.tail_began)
-
-    def epoch_saved(self) -> None:
-        """This epoch's validation and saving are done: the next is expected to take as long."""
-        self.tail, self.tail_began = time.perf_counter() - self.tail_began, None
-
-
-def say_step_seconds(clock: TrainingClock) -> None:
-    """Once the first steps are timed: the start, what a step and an epoch take here and, for a --budget run, how many
-    epochs fit; a budget that fits under a quarter of an epoch is refused (on every rank alike: rank 0's timing decides)."""
-    config, ranks, steps_per_epoch = clock.config, clock.ranks, clock.steps_per_epoch
-    step = from_rank0([clock.step_seconds], clock.device, ranks)[0] if ranks.world > 1 else clock.step_seconds
-    epoch = max(step * steps_per_epoch, 1e-9)
-    start = clock.began - clock.opened
-    said = (
-        f"start: {start:.1f} s to the end of the first step (not counted); a step takes {1000 * step:.0f} ms here, an epoch {epoch:.1f} s"
-    )
-    if config.budget:
-        fits = config.budget_fraction * config.budget / epoch
-        # corrupted MNIST on 2 cores (bf16): a tenth of an epoch scored 84-86 %, a fifth 91-93 %, a third 94-95 % (#35)
-        if fits < 0.25:
-            least = math.ceil(0.25 * epoch / config.budget_fraction)
-            raise BudgetTooSmall(
-                f"--budget={config.budget:g} fits about {fits:.2f} of an epoch here (a step takes {1000 * step:.0f} ms, an epoch of "
-                f"{steps_per_epoch} steps {epoch:.1f} s): too little to learn from; give at least --budget={least} (a quarter "
-                "of an epoch), or --epochs=1"
-            )
-        most = config.budget_cap * DATASETS[config.dataset].epochs
-        capped = f" (the most a budget trains: {config.budget_cap}× the dataset's {DATASETS[config.dataset].epochs})" if fits > most else ""
-        said += f", so about {min(fits, most):.1f} epochs fit in --budget={config.budget:g}{capped}"
-    if ranks.main:
-        tqdm.write(said, file=sys.stderr)
+def model_of(config: TrainConfig, user: UserModel | None) -> ModelConfig:
+    """A new run's model: the dataset's CNN, or the class of the model file the user named, with its arguments and the
+    SHA-256 of its text (fit adds the input's shape, classes and statistics to either)."""
+    cnn = DATASETS[config.dataset].model_config
+    if user is None:
+        return cnn
+    return dataclasses.replace(cnn, user_model=user.spec, user_args=config.model_args or {}, user_sha256=user.sha256)
 
 
 @torch.no_grad()
@@ -943,29 +938,6 @@ def stopped_early(epoch: int, best_epoch: int, patience: int) -> bool:
     return bool(patience) and epoch - best_epoch >= patience
 
 
-def save_epoch(
-    state: TrainingState, saving: Checkpoint, run_dir: Path, opened: tuple[int, int], improved: bool, curve: CurveRedraws
-) -> None:
-    """Write last.pt (the training state; the one before it kept as last.prev.pt), then best.pt when improved, so best.pt
-    never holds an epoch that last.pt does not continue; then history.json and the curve; print the epoch's line. All
-    into the run folder that fit opened, or nowhere."""
-    check_still_there(run_dir, opened)
-    last = state.history["epochs"][-1]
-    metrics = {"epoch": state.epoch, "val_accuracy": last["val_accuracy"], "best_val_accuracy": state.best_acc}
-    metrics |= {"best_epoch": state.best_epoch, "seconds": last["seconds"]}
-    best = dataclasses.replace(saving, state_dict=state.final.state_dict(), metrics=metrics)
-    dataclasses.replace(best, training_state=state.state_dict()).save(run_dir / "last.pt", previous=run_dir / "last.prev.pt")
-    if improved:
-        best.save(run_dir / "best.pt")
-    write_atomic(json.dumps(state.history, indent=1).encode(), run_dir / "history.json")
-    curve.draw(state.history, run_dir / "training_curve.png", final=state.done >= 1)  # a running run can be looked at
-    tqdm.write(
-        f"{epoch_name(state.epoch, saving.train_config)}: train loss {last['train_loss']:.4f}, "
-        f"val accuracy {100 * last['val_accuracy']:.2f}%, {last['seconds']:.0f}s",
-        file=sys.stderr,
-    )
-
-
 # ----------------------------------------------------------------------------- evaluation: test accuracy, per class, the confusion matrix
 
 
@@ -978,6 +950,7 @@ def evaluate(
     plot: str | None = None,
     tta: bool = True,
     precision: str = "auto",
+    model: str | None = None,
 ) -> None:
     """Test accuracy of a checkpoint: prints `Test accuracy: 99.12% (9912/10000)`, per-class accuracy to stderr, a confusion PNG.
 
@@ -994,6 +967,7 @@ def evaluate(
             that `compare` shows, goes beside it
         tta: average the checkpoint's test-time turns (False: one view)
         precision: auto (bf16 or fp16 where the hardware computes in it, as in training) or fp32
+        model: your model file, PATH.py:Class, where the checkpoint holds one (imported only when named here)
     """
     _check_int("batch_size", batch_size, 1)
     _check_bool("tta", tta)
@@ -1001,22 +975,16 @@ def evaluate(
     ckpt = Checkpoint.load(checkpoint)
     dataset = ckpt.train_config.dataset if dataset is None else dataset
     _check_dataset(dataset)
-    model = ckpt.model().to(torch_device)
+    net = ckpt.model(model).to(torch_device)
     plot_path = Path(str(checkpoint)).with_name(Path(str(checkpoint)).stem + "_confusion.png") if plot is None else Path(str(plot))
     check_writable(plot_path.parent)  # before any data is read
     data = load_data(dataset, data_dir, train=False)  # the training split is never used here: not even read
     test_fingerprint = fingerprint(data.test_images, data.test_labels)
     _check_test_data(ckpt, dataset, data, test_fingerprint)
-    degrees = list(ckpt.model_config.test_turns) if tta else []
-    confidence = ckpt.model_config.test_turns_below
-    if degrees:
-        unsure = "" if confidence >= 1 else f" for digits whose single view is less than {100 * confidence:g} % sure"
-        print(
-            f"test-time augmentation: averaging turns of {', '.join(f'{a:g}' for a in degrees)} degrees{unsure} (--tta=False: one view)",
-            file=sys.stderr,
-        )
+    degrees, confidence = list(ckpt.model_config.test_turns) if tta else [], ckpt.model_config.test_turns_below
+    _say_test_turns(degrees, confidence)
     amp = autocast_dtype(torch_device, _check_choice("precision", precision, ("auto", "fp32")))
-    predictions = predict_probs(model, data.test_images, torch_device, batch_size, degrees, amp, confidence).argmax(1)
+    predictions = predict_probs(net, data.test_images, torch_device, batch_size, degrees, amp, confidence).argmax(1)
     correct, total = int((predictions == data.test_labels).sum()), len(data.test_labels)
     classes = ckpt.classes
     confusion = torch.bincount(data.test_labels * len(classes) + predictions, minlength=len(classes) ** 2).view(len(classes), -1)
@@ -1034,9 +1002,10 @@ def evaluate(
 def predict_logits(
     model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 1000, amp: torch.dtype | None = None
 ) -> Tensor:
-    """Logits for a whole split, in batches (channels-last where safe, under autocast to `amp` if given), on the CPU."""
-    layout = torch.channels_last if DeviceUse.of(device).channels_last else torch.contiguous_format
-    model = fold_batch_norm(model).to(memory_format=layout)
+    """Logits for a whole split, in batches (under autocast to `amp` if given; the CNN folded, channels-last where safe), on
+    the CPU."""
+    layout = torch.channels_last if DeviceUse.of(device).channels_last and isinstance(model, CNN) else torch.contiguous_format
+    model = fold_batch_norm(model).to(memory_format=layout) if isinstance(model, CNN) else model.eval()
     with autocast(device, amp):
         batches = (images[i : i + batch_size].to(device).contiguous(memory_format=layout) for i in range(0, len(images), batch_size))
         return torch.cat([model(x).float().cpu() for x in batches])
@@ -1048,7 +1017,7 @@ def predict_probs(
     device: torch.device,
     batch_size: int = 1000,
     degrees: list | None = None,
-    amp: torch.dtype | None = None,
+    amp=None,
     confidence: float = 1.0,
 ) -> Tensor:
     """Class probabilities for a whole split; with degrees, averaged over copies turned by each angle (test-time
@@ -1093,6 +1062,7 @@ def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags
         print(finished.results)
         return None
     check_before_reading(config, run_dir)
+    user = named_model(flags.get("model"), last)  # your model's file, imported because it is named here
     recipe_lr = DATASETS[config.dataset].lr
     if last is None and not recipe_lr / 10 <= config.lr <= recipe_lr * 10 and Ranks.launched().main:
         far = f"{recipe_lr / config.lr:.0f}× below" if config.lr < recipe_lr else f"{config.lr / recipe_lr:.0f}× above"
@@ -1102,27 +1072,31 @@ def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags
             file=sys.stderr,
         )
     data = load_data(config.dataset, config.data_dir)
+    if user is not None:
+        check_model(user, config.model_args or {}, data.train_images[:2], len(data.classes))
     if last is not None:
         if fingerprint(data.train_images, data.train_labels) != last.data_fingerprint["train"]:
             raise UserError(
                 f"{config.data_dir}: the training data changed since {run_dir} was saved; going on would not continue the same run"
             )
         verb = "continuing the unfinished run in" if resume in (None, False) else "resuming"
-        return _run_fit(data, run_dir, config, last, f"{verb} {run_dir} after {epoch_name(last.training_state['epoch'], config, ' of ')}")
+        return _run_fit(
+            data, run_dir, config, last, user, f"{verb} {run_dir} after {epoch_name(last.training_state['epoch'], config, ' of ')}"
+        )
     if len(data.train_images) < 2:
         raise UserError(f"{data.source}: only {len(data.train_images)} training image(s); need at least 2 to carve a validation split")
     config = dataclasses.replace(config, data_dir=data.source)
-    _run_fit(data, run_dir, config, None, f"training on {len(data.train_images)} {config.dataset} images from {data.source}")
+    _run_fit(data, run_dir, config, None, user, f"training on {len(data.train_images)} {config.dataset} images from {data.source}")
 
 
-def _run_fit(data: Data, run_dir: Path, config: TrainConfig, last: Checkpoint | None, what: str) -> None:
+def _run_fit(data: Data, run_dir: Path, config: TrainConfig, last: Checkpoint | None, user: UserModel | None, what: str) -> None:
     """Start (or join) the torchrun job, fit, report the best checkpoint, leave the job."""
     ranks, device = start_distributed(config.device)
     try:
         if ranks.main:
             job = f" on {ranks.world} processes (DDP)" if ranks.world > 1 else ""
             print(f"{what} on {device}{job}; writing to {run_dir}", file=sys.stderr)
-        history = fit(data, run_dir, dataclasses.replace(config, world=ranks.world), device, last, ranks)
+        history = fit(data, run_dir, dataclasses.replace(config, world=ranks.world), device, last, ranks, user)
         if ranks.main:
             best = history["best"]
             print(f"best checkpoint: {run_dir / 'best.pt'} (epoch {best['epoch']}, validation accuracy {100 * best['val_accuracy']:.2f}%)")
@@ -1147,7 +1121,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        again = f"; run: python fashion_trainer.py {shlex.join(argv)} --model={exc.spec}" if isinstance(exc, ModelNotNamed) else ""
+        print(f"error: {exc}{again}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -1177,11 +1152,8 @@ def fingerprint(images: Tensor, labels: Tensor) -> str:
 
 def data_fingerprints(data: Data) -> dict:
     """Fingerprints of both splits and where they came from, stored in every checkpoint."""
-    return {
-        "train": fingerprint(data.train_images, data.train_labels),
-        "test": fingerprint(data.test_images, data.test_labels),
-        "source": data.source,
-    }
+    splits = {"train": (data.train_images, data.train_labels), "test": (data.test_images, data.test_labels)}
+    return {name: fingerprint(*split) for name, split in splits.items()} | {"source": data.source}
 
 
 @dataclass
@@ -1201,18 +1173,12 @@ class Checkpoint:
 
     def save(self, path: Path, previous: Path | None = None) -> None:
         """Write it whole or not at all, as tensors and plain values that torch.load(weights_only=True) reads back."""
-        saved = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "model_config": plain(dataclasses.asdict(self.model_config)),
-            "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict.items()},
-            "classes": list(self.classes),
-            "train_config": plain(dataclasses.asdict(self.train_config)),
-            "data_fingerprint": self.data_fingerprint,
-            "metrics": self.metrics,
-            "torch_version": str(torch.__version__),
-        }
-        save_torch(saved | ({"training_state": self.training_state} if self.training_state is not None else {}), path, previous)
+        saved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare and getattr(self, f.name) is not None}
+        saved |= {name: plain(dataclasses.asdict(getattr(self, name))) for name in ("model_config", "train_config")}
+        saved |= {"state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict.items()}, "classes": list(self.classes)}
+        save_torch(
+            {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "torch_version": str(torch.__version__)} | saved, path, previous
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Checkpoint:
@@ -1237,29 +1203,30 @@ class Checkpoint:
         if missing:
             raise UserError(f"{path}: {FORMAT_NAME} checkpoint is missing {missing}; it is damaged")
         try:
-            return cls(
-                model_config=ModelConfig(**{name: tuples(value) for name, value in raw["model_config"].items()}),
-                state_dict=raw["state_dict"],
-                classes=list(raw["classes"]),
-                train_config=TrainConfig.from_dict(raw["train_config"]),
-                data_fingerprint=raw["data_fingerprint"],
-                metrics=raw["metrics"],
-                training_state=raw.get("training_state"),
-                path=path,
-            )
+            model_config = ModelConfig(**{name: tuples(value) for name, value in raw["model_config"].items()})
+            saved = {f.name: raw.get(f.name) for f in dataclasses.fields(cls) if f.compare}
+            return cls(**saved | {"model_config": model_config, "train_config": TrainConfig.from_dict(raw["train_config"])}, path=path)
         except (TypeError, AttributeError, ValueError) as exc:
             raise UserError(f"{path}: {FORMAT_NAME} checkpoint with malformed contents ({first_line(exc)}); it is damaged") from exc
 
-    def model(self) -> nn.Module:
-        """The network rebuilt from the checkpoint alone, in eval mode."""
+    def model(self, model_file: str | None = None) -> nn.Module:
+        """The model rebuilt from the checkpoint, in eval mode (a user's from the file the command names with --model)."""
+        user = named_model(model_file, self)
         try:
-            model = build_model(self.model_config)
-            model.load_state_dict(self.state_dict)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise UserError(
-                f"{self.path}: the model config and weights do not fit together ({first_line(exc)}); the file is damaged"
-            ) from exc
+            model = build_model(self.model_config, user)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{self.path}: its model config is malformed ({first_line(exc)}); the file is damaged") from exc
+        load_weights(model, self.state_dict, self.path)
         return model.eval()
+
+
+def load_weights(model: nn.Module, weights: dict, where: object) -> None:
+    """Load saved weights into a model; weights that do not fit it are one line."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        why = "the file is damaged" if isinstance(model, CNN) else "is it the class and --model_args it was trained with?"
+        raise UserError(f"{where}: its weights do not fit the model ({first_line(exc)}); {why}") from exc
 
 
 def _other_version(version: object) -> str:
@@ -1427,7 +1394,7 @@ def _resumed_run(resume: str | bool, flags: dict) -> tuple[Path, Checkpoint]:
         if flags.get("out") is None:
             raise UsageError("--resume needs the run: --resume=RUN_FOLDER/last.pt, or --resume with --out=RUN_FOLDER")
         resume = flags["out"]
-    other = sorted(set(flags) - {"out", *WHERE_IT_RUNS})
+    other = sorted(set(flags) - {"out", "model", *WHERE_IT_RUNS})  # --model names the run's own file again
     if other:
         free = " and ".join(f"--{n}" for n in WHERE_IT_RUNS)
         raise UsageError(f"--{other[0]} cannot change when resuming: the run keeps its settings (only {free} may change)")
@@ -1496,15 +1463,28 @@ class RunFolder:
             restore_best(last, path)
 
     def save_epoch(self, improved: bool) -> None:
-        """Save the epoch just recorded (rank 0); a write that fails says which epoch last.pt still holds."""
+        """Write last.pt (the training state; the one before it kept as last.prev.pt), then best.pt when improved, so
+        best.pt never holds an epoch that last.pt does not continue; then history.json and the curve; say the epoch. All
+        into the run folder opened, or nowhere (rank 0 alone); a write that fails says which epoch last.pt still holds."""
+        state, epoch = self.state, self.state.history["epochs"][-1]
         if not self.main:
             return
         try:
-            save_epoch(self.state, self.saving, self.path, self.opened, improved, self.curve)
+            check_still_there(self.path, self.opened)
+            metrics = {"epoch": state.epoch, "val_accuracy": epoch["val_accuracy"], "best_val_accuracy": state.best_acc}
+            metrics |= {"best_epoch": state.best_epoch, "seconds": epoch["seconds"]}
+            best = dataclasses.replace(self.saving, state_dict=state.final.state_dict(), metrics=metrics)
+            dataclasses.replace(best, training_state=state.state_dict()).save(self.path / "last.pt", previous=self.path / "last.prev.pt")
+            if improved:
+                best.save(self.path / "best.pt")
+            write_atomic(json.dumps(state.history, indent=1).encode(), self.path / "history.json")
+            self.curve.draw(state.history, self.path / "training_curve.png", final=state.done >= 1)  # a running run can be looked at
         except WriteFailed as exc:
             kept = f"{self.path / 'last.pt'} still holds epoch {self.saved}" if self.saved else "no epoch is saved yet"
             raise WriteFailed(f"{exc} ({kept})") from exc
-        self.saved = self.state.epoch
+        self.saved = state.epoch
+        said = f"train loss {epoch['train_loss']:.4f}, val accuracy {100 * epoch['val_accuracy']:.2f}%, {epoch['seconds']:.0f}s"
+        tqdm.write(f"{epoch_name(state.epoch, self.saving.train_config)}: {said}", file=sys.stderr)
 
     @contextlib.contextmanager
     def stopping_in_one_line(self):
@@ -1555,6 +1535,90 @@ def _say_what_moved(last: Checkpoint, device: torch.device, ranks: Ranks) -> Non
             "and it will not repeat an uninterrupted run bit for bit",
             file=sys.stderr,
         )
+
+
+# ----------------------------------------------------------------------------- the clock: seconds trained, the one-time start apart, --budget's checks
+
+
+class TrainingClock:
+    """A run's training seconds: its steps, validations and saves, on from a continued run's saved seconds. The one-time
+    start (until the first step ends: the CUDA context, cuDNN's first choices, compiling) is measured apart and not
+    counted, so a --budget schedule never spends itself on it (on an H200 a 5 s budget did, and scored 8.86 %, #35);
+    the steps after it measure what a step takes, which is said (and a --budget too small for it refused)."""
+
+    def __init__(self, config: TrainConfig, device: torch.device, ranks: Ranks, steps_per_epoch: int, opened: float, before: float):
+        self.config, self.device, self.ranks, self.steps_per_epoch = config, device, ranks, steps_per_epoch
+        self.opened, self.before, self.steps = opened, before, 0
+        self.began: float | None = None  # when the first step had ended
+        self.step_seconds: float | None = None
+        self.tail, self.tail_began = 0.0, None  # an epoch's validation and saving, counted ahead so the last ones fit
+
+    def seconds(self) -> float:
+        """Training seconds so far (none before the first step has ended)."""
+        return self.before + (0.0 if self.began is None else time.perf_counter() - self.began)
+
+    def done(self, epochs_done: float) -> float:
+        """The fraction of the run done, the same on every rank (a --budget run's clock is rank 0's)."""
+        done = fraction_done(self.config, epochs_done, self.seconds() + self.ahead())
+        return from_rank0([done], self.device, self.ranks)[0] if self.config.budget and self.ranks.world > 1 else done
+
+    def step_begins(self, epochs_done: float) -> float:
+        """Before each step: the fraction of the run done. The first step's end starts the clock; five more time a step."""
+        self.steps += 1
+        if self.steps == 2:
+            synchronize(self.device)
+            self.began = time.perf_counter()
+        done = self.done(epochs_done)
+        if self.steps == 7 or done >= 1:
+            self.time_steps(self.steps - 2)
+        return done
+
+    def time_steps(self, steady: int) -> None:
+        """What a step takes, once: over the steady steps so far (five, or fewer where an epoch or the run ends sooner)."""
+        if self.step_seconds is None and steady > 0:
+            synchronize(self.device)
+            self.step_seconds = (time.perf_counter() - self.began) / steady
+            say_step_seconds(self)
+
+    def epoch_trained(self) -> None:
+        """An epoch's steps are done: its validation and saving begin."""
+        self.time_steps(self.steps - 1)
+        self.tail_began = time.perf_counter()
+
+    def ahead(self) -> float:
+        """Seconds to count ahead: the last epoch's validation and saving (or this one's so far, if longer)."""
+        return self.tail if self.tail_began is None else max(self.tail, time.perf_counter() - self.tail_began)
+
+    def epoch_saved(self) -> None:
+        """This epoch's validation and saving are done: the next is expected to take as long."""
+        self.tail, self.tail_began = time.perf_counter() - self.tail_began, None
+
+
+def say_step_seconds(clock: TrainingClock) -> None:
+    """Once the first steps are timed: the start, what a step and an epoch take here and, for a --budget run, how many
+    epochs fit; a budget that fits under a quarter of an epoch is refused (on every rank alike: rank 0's timing decides)."""
+    config, ranks, steps_per_epoch = clock.config, clock.ranks, clock.steps_per_epoch
+    step = from_rank0([clock.step_seconds], clock.device, ranks)[0] if ranks.world > 1 else clock.step_seconds
+    epoch = max(step * steps_per_epoch, 1e-9)
+    start = clock.began - clock.opened
+    said = (
+        f"start: {start:.1f} s to the end of the first step (not counted); a step takes {1000 * step:.0f} ms here, an epoch {epoch:.1f} s"
+    )
+    if config.budget:
+        fits = config.budget_fraction * config.budget / epoch
+        # corrupted MNIST on 2 cores (bf16): a tenth of an epoch scored 84-86 %, a fifth 91-93 %, a third 94-95 % (#35)
+        if fits < 0.25:
+            least = math.ceil(0.25 * epoch / config.budget_fraction)
+            raise BudgetTooSmall(
+                f"--budget={config.budget:g} fits about {fits:.2f} of an epoch here (a step takes {1000 * step:.0f} ms, an epoch of "
+                f"{steps_per_epoch} steps {epoch:.1f} s): too little to learn from; give at least --budget={least} (a quarter "
+                "of an epoch), or --epochs=1"
+            )
+        most = config.budget_cap * DATASETS[config.dataset].epochs
+        capped = f" (the most a budget trains: {config.budget_cap}× the dataset's {DATASETS[config.dataset].epochs})" if fits > most else ""
+        said += f", so about {min(fits, most):.1f} epochs fit in --budget={config.budget:g}{capped}"
+    if ranks.main:
+        tqdm.write(said, file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- devices and torchrun: CUDA/MPS/CPU, bf16/fp16/fp32, processes
@@ -1815,6 +1879,15 @@ class BudgetTooSmall(UsageError):
     """A --budget that fits too little of an epoch to learn from, refused once a step has been timed."""
 
 
+class ModelNotNamed(UsageError):
+    """A checkpoint of a user's model, where the command did not name the model file: the trainer imports no code a
+    checkpoint names (main adds the command to run instead)."""
+
+    def __init__(self, where: object, spec: str):
+        super().__init__(f"{where} was trained with your model {spec}, and the trainer imports code only where you name it")
+        self.spec = spec
+
+
 class LossNotFinite(UserError):
     """The training loss became NaN or infinite: the run stops, its last good checkpoint named."""
 
@@ -2001,21 +2074,15 @@ class DataFiles:
 
 
 CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
-IDX_MIRRORED = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+COURSE_FOLDERS = ("corruptedmnist", "corruptmnist", "corruptmnist_v2", "corruptmnist_v1")  # ours, then the course's years' names
 DATA_FILES = {
-    # our own `prepare` output, then the folder names of the course's years (its data exercise writes data/processed/);
-    # where none holds the files, the bundled sample
+    # our `prepare` output and the course's folders, in data/ and data/raw/, then the course's data/processed/; where none
+    # holds the files, the bundled sample
     DEFAULT_DATASET: DataFiles(
         "course",
         folders=(
-            "data/corruptedmnist",
-            "data/corruptmnist",
-            "data/corruptmnist_v2",
-            "data/corruptmnist_v1",
-            "data/raw/corruptedmnist",
-            "data/raw/corruptmnist",
-            "data/raw/corruptmnist_v2",
-            "data/raw/corruptmnist_v1",
+            *(f"data/{name}" for name in COURSE_FOLDERS),
+            *(f"data/raw/{name}" for name in COURSE_FOLDERS),
             "data/raw",
             "data/processed",
         ),
@@ -2023,33 +2090,23 @@ DATA_FILES = {
     "mnist": DataFiles(
         "idx",
         folders=("data/mnist",),
-        checksums=dict(
-            zip(
-                IDX_MIRRORED,
-                (
-                    "sha256:ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-                    "sha256:65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-                    "sha256:0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-                    "sha256:ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-                ),
-            )
-        ),
+        checksums={
+            "train-images-idx3-ubyte.gz": "sha256:ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte.gz": "sha256:65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte.gz": "sha256:0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte.gz": "sha256:ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
     ),
     "fashionmnist": DataFiles(
         "idx",
         folders=("data/fashionmnist", "/usr/share/datasets/fashion-mnist"),  # and where Debian's dataset-fashion-mnist puts them
-        checksums=dict(
-            zip(
-                IDX_MIRRORED,
-                (
-                    "sha256:c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-                    "sha256:bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-                    "sha256:5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-                    "sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-                ),
-            )
-        ),
+        checksums={
+            "train-images-idx3-ubyte.gz": "sha256:c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte.gz": "sha256:bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte.gz": "sha256:5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte.gz": "sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     ),
     "cifar": DataFiles(
@@ -2073,6 +2130,14 @@ def _check_test_data(ckpt: Checkpoint, dataset: str, data: Data, test_fingerprin
     expected = ckpt.data_fingerprint.get("test")
     if expected and expected != test_fingerprint:
         print(f"warning: this test data ({data.source}) differs from the test data the model was trained beside", file=sys.stderr)
+
+
+def _say_test_turns(degrees: list[float], confidence: float) -> None:
+    """evaluate's note on the test-time turns it averages, and for which images."""
+    if degrees:
+        unsure = "" if confidence >= 1 else f" for digits whose single view is less than {100 * confidence:g} % sure"
+        turns = ", ".join(f"{a:g}" for a in degrees)
+        print(f"test-time augmentation: averaging turns of {turns} degrees{unsure} (--tta=False: one view)", file=sys.stderr)
 
 
 def _sample_caution(ckpt: Checkpoint, data: Data) -> str:
@@ -2205,7 +2270,7 @@ def read_corrupted_mnist(folder: Path, classes: list[str] = DIGITS, train: bool 
         test_labels=checked[-1][1],
         classes=classes,
         source=str(folder),
-        train_shards=torch.cat([torch.full((len(y),), i) for i, (_, y) in enumerate(train_parts)]),
+        shard_ids=torch.cat([torch.full((len(y),), i) for i, (_, y) in enumerate(train_parts)]),
     )
 
 
@@ -2478,56 +2543,6 @@ def fetch(dataset: str, folder: Path, mirrors: tuple[str, ...], offline_hint: st
     return folder
 
 
-# ----------------------------------------------------------------------------- the course's rotations: each shard's angle measured and undone, images turned in chunks
-
-
-def upright_turns(data: Data, train_idx: Tensor, augmentation: Augmentation | None) -> Tensor | None:
-    """For an `upright` recipe, the turn that undoes each training image's shard rotation: its random rotation then
-    spans ±degrees from upright, whatever angles the shards were given (the course turns each 5,000-digit file as one)."""
-    if augmentation is None or not augmentation.upright or data.train_shards is None:
-        return None
-    angles = shard_angles(data.train_images, data.train_labels, data.train_shards).clamp(
-        -augmentation.upright_limit, augmentation.upright_limit
-    )
-    return -angles[data.train_shards[train_idx]]
-
-
-def shard_angles(images: Tensor, labels: Tensor, shards: Tensor) -> Tensor:
-    """Each shard's rotation in degrees, measured against upright MNIST class by class (a turned shard shows as one angle;
-    one whose digits are each turned at random as about 0), chunked to bound memory."""
-    upright = torch.tensor(UPRIGHT_ORIENTATION, dtype=torch.complex64)
-    agreement = torch.cat([ink_orientation(images[i : i + 8192]) for i in range(0, len(images), 8192)]) * upright[labels].conj()
-    totals = torch.zeros(int(shards.max()) + 1, dtype=torch.complex64).index_add_(0, shards, agreement)
-    return torch.rad2deg(torch.angle(totals) / 2)
-
-
-# Per class, the mean of ((μ20 - μ02) + 2iμ11) / (μ20 + μ02) of the ink of upright MNIST training digits (second moments;
-# scripts/upright_orientation.py measures it): turning a digit by φ degrees turns this number by 2φ.
-UPRIGHT_ORIENTATION = (
-    complex(-0.109, -0.235), complex(-0.742, -0.356), complex(-0.262, -0.109), complex(-0.429, -0.073), complex(-0.120, -0.063),
-    complex(-0.292, -0.247), complex(-0.315, -0.049), complex(-0.377, -0.045), complex(-0.416, -0.238), complex(-0.373, -0.010),
-)  # fmt: skip
-
-
-def ink_orientation(images: Tensor) -> Tensor:
-    """Per image, ((μ20 - μ02) + 2iμ11) / (μ20 + μ02) of its ink's second moments: a complex number that turns by 2φ when
-    the image turns by φ (one channel, [N, 1, H, W])."""
-    ink = images[:, 0].float()
-    h, w = ink.shape[-2:]
-    ys, xs = torch.arange(h, dtype=ink.dtype).view(1, h, 1), torch.arange(w, dtype=ink.dtype).view(1, 1, w)
-    mass = ink.sum((1, 2)).clamp_min(1e-6)
-    dy = ys - ((ink * ys).sum((1, 2)) / mass).view(-1, 1, 1)
-    dx = xs - ((ink * xs).sum((1, 2)) / mass).view(-1, 1, 1)
-    mu20, mu02, mu11 = ((ink * d).sum((1, 2)) / mass for d in (dx * dx, dy * dy, dx * dy))
-    return torch.complex(mu20 - mu02, 2 * mu11) / (mu20 + mu02).clamp_min(1e-6)
-
-
-def rotate_all(images: Tensor, angles: Tensor, mode: str = "bilinear", chunk: int = 8192) -> Tensor:
-    """Rotate each image by its angle (degrees, counter-clockwise, about the centre, zero fill), in chunks."""
-    parts = [affine_warp(images[i : i + chunk], angles[i : i + chunk], mode=mode) for i in range(0, len(images), chunk)]
-    return torch.cat(parts).clamp_(0, 1)
-
-
 # ----------------------------------------------------------------------------- prepare: corrupted MNIST built from MNIST, per image or as the course does
 
 
@@ -2641,6 +2656,12 @@ def _say_what_is_built(folder: Path, layout: str, plan: dict) -> None:
 def random_angles(n: int, degrees: float, generator: torch.Generator) -> Tensor:
     """n uniform random angles in ±degrees."""
     return (torch.rand(n, generator=generator) * 2 - 1) * degrees
+
+
+def rotate_all(images: Tensor, angles: Tensor, mode: str = "bilinear", chunk: int = 8192) -> Tensor:
+    """Rotate each image by its angle (degrees, counter-clockwise, about the centre, zero fill), in chunks."""
+    parts = [affine_warp(images[i : i + chunk], angles[i : i + chunk], mode=mode) for i in range(0, len(images), chunk)]
+    return torch.cat(parts).clamp_(0, 1)
 
 
 def sample_digits(labels: np.ndarray, per_class: int = 500) -> np.ndarray:
@@ -2901,17 +2922,7 @@ def plot_comparison(runs: list[dict], labels: list[str], path: Path) -> None:
 
 
 @takes_train_flags(
-    "dataset",
-    "data_dir",
-    "batch_size",
-    "seed",
-    "device",
-    "precision",
-    "weight_decay",
-    "label_smoothing",
-    "augment",
-    "augment_degrees",
-    "val_fraction",
+    "dataset data_dir model model_args batch_size seed device precision weight_decay label_smoothing augment augment_degrees"
 )
 def lr_find(start_lr: float = 1e-5, end_lr: float = 1.0, steps: int = 200, plot: str | None = None, **flags) -> None:
     """A learning-rate range test: from fresh weights the learning rate rises step by step until the loss blows up; plots it, suggests a --lr.
@@ -2932,13 +2943,16 @@ def lr_find(start_lr: float = 1e-5, end_lr: float = 1.0, steps: int = 200, plot:
     config = TrainConfig(**flags).resolved()
     path = Path(str(plot)) if plot else Path("checkpoints") / f"lr_find-{run_name(flags)}.png"
     check_writable(path.parent)  # before any data is read
+    user = named_model(config.model)
     data = load_data(config.dataset, config.data_dir)
     if len(data.train_images) < 3:
         raise UserError(f"{data.source}: only {len(data.train_images)} training image(s); the test needs a few batches of them")
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
-    (x_train, y_train, turns), _, model_config = split_for_training(data, config, device, DATASETS[config.dataset].model_config)
-    state = TrainingState(config, model_config, device, Ranks())
+    if user is not None:
+        check_model(user, config.model_args or {}, data.train_images[:2], len(data.classes))
+    (x_train, y_train, turns), _, model_config = split_for_training(data, config, device, model_of(config, user))
+    state = TrainingState(config, model_config, device, Ranks(), user)
     lrs, losses = lr_sweep(
         state, config, (x_train, y_train, turns), [start_lr * (end_lr / start_lr) ** (i / (steps - 1)) for i in range(steps)]
     )
@@ -2953,14 +2967,14 @@ def lr_find(start_lr: float = 1e-5, end_lr: float = 1.0, steps: int = 200, plot:
 def lr_sweep(state: TrainingState, config: TrainConfig, train: tuple, lrs: list[float]) -> tuple[list[float], list[float]]:
     """One training step at each learning rate in turn, on fresh random batches; the learning rates tried and the smoothed
     loss after each, stopped once it is 4× its lowest (or not finite)."""
-    x_train, y_train, turns = train
+    x_train = train[0]
     state.net.train()
     order, smooth, lowest, losses = torch.empty(0, dtype=torch.long), 0.0, math.inf, []
     for i, lr in enumerate(tqdm(lrs, desc="lr_find", leave=False)):
         if len(order) < min(config.batch_size, len(x_train)):  # a fresh pass over the images
             order = torch.randperm(len(x_train), generator=state.generator, device=state.generator.device)
         batch, order = order[: config.batch_size], order[config.batch_size :]
-        x, y = training_batches(state, config, x_train, y_train, batch, [(0, len(batch))], Ranks(), turns)[0]
+        x, y = training_batches(state, config, train, batch, [(0, len(batch))], Ranks())[0]
         loss = float(train_step(state, config, x, y, lr))
         smooth = 0.9 * smooth + 0.1 * loss
         losses.append(smooth / (1 - 0.9 ** (i + 1)))  # the moving average without its bias towards 0
@@ -3019,6 +3033,7 @@ def show(
     out: str | None = None,
     checkpoint: str | None = None,
     wrong: bool = False,
+    model: str | None = None,
 ) -> None:
     """Save a grid of the first n images of a split with their labels; with --checkpoint, predictions too (wrong ones in red).
 
@@ -3030,6 +3045,7 @@ def show(
         out: PNG to write (default: <dataset>_<split>_grid.png)
         checkpoint: a best.pt whose predictions to show beside the labels
         wrong: show only images the checkpoint gets wrong (the first n of them)
+        model: your model file, PATH.py:Class, where the checkpoint holds one (imported only when named here)
     """
     _check_choice("split", split, ("train", "test"))
     _check_int("n", n, 1)
@@ -3043,7 +3059,7 @@ def show(
         images, labels = images[:n], labels[:n]
     predictions = None
     if ckpt is not None:
-        predictions = predict_logits(ckpt.model(), images, torch.device("cpu")).argmax(1)
+        predictions = predict_logits(ckpt.model(model), images, torch.device("cpu")).argmax(1)
     if wrong:
         missed = (predictions != labels).nonzero().flatten()[:n]
         images, labels, predictions = images[missed], labels[missed], predictions[missed]
@@ -3088,6 +3104,7 @@ def mc_dropout(
     data_dir: str | None = None,
     out: str | None = None,
     seed: int = 0,
+    model: str | None = None,
 ) -> None:
     """Monte-Carlo dropout on one test image: `samples` stochastic passes in one batch, a histogram and the predictive entropy.
 
@@ -3099,13 +3116,14 @@ def mc_dropout(
         data_dir: folder holding it
         out: PNG to write (default: mc_dropout_<index>.png beside the checkpoint)
         seed: seeds the dropout masks
+        model: your model file, PATH.py:Class, where the checkpoint holds one (imported only when named here)
     """
     _check_int("index", index, 0)
     _check_int("samples", samples, 1)
     _check_int("seed", seed, 0)
     ckpt = Checkpoint.load(checkpoint)
-    model = ckpt.model()
-    if not enable_mc_dropout(model):
+    net = ckpt.model(model)
+    if not enable_mc_dropout(net):
         raise UserError(f"{checkpoint}: the model has no dropout layer, so Monte-Carlo dropout has nothing to sample")
     check_writable(Path(str(out)).parent if out else Path(str(checkpoint)).parent)  # before any data is read
     dataset, data = _inspect_data(dataset, data_dir, ckpt, train=False)
@@ -3114,7 +3132,7 @@ def mc_dropout(
     torch.manual_seed(seed)
     image, label = data.test_images[index], int(data.test_labels[index])
     with torch.no_grad():  # each copy in the batch gets its own dropout mask
-        probs = torch.cat([model(image.expand(min(1000, samples - i), *image.shape)).softmax(1) for i in range(0, samples, 1000)])
+        probs = torch.cat([net(image.expand(min(1000, samples - i), *image.shape)).softmax(1) for i in range(0, samples, 1000)])
     classes = ckpt.classes
     counts = torch.bincount(probs.argmax(1), minlength=len(classes))
     mean = probs.mean(0)
@@ -3227,17 +3245,18 @@ def mnist_style(gray: Tensor, side: int = 28) -> Tensor:
     return canvas[None]
 
 
-def predict(checkpoint: str, *images: str) -> None:
+def predict(checkpoint: str, *images: str, model: str | None = None) -> None:
     """Classify picture files (PNG/JPEG): one line per file with the top-3 classes and their probabilities.
 
     Args:
         checkpoint: best.pt written by `train`
         images: picture files; digits and clothes are prepared as MNIST was (light on dark, centred by mass)
+        model: your model file, PATH.py:Class, where the checkpoint holds one (imported only when named here)
     """
     if not images:
         raise UsageError("predict needs picture files: python fashion_trainer.py predict CHECKPOINT digit.png [more.png …]")
     ckpt = Checkpoint.load(checkpoint)
-    model = ckpt.model()
+    net = ckpt.model(model)
     shape = ckpt.model_config.input_shape
     batch = []
     for name in images:
@@ -3245,11 +3264,109 @@ def predict(checkpoint: str, *images: str) -> None:
         if not path.is_file():
             raise UserError(f"{path}: no such file")
         batch.append(load_picture(path, shape))
-    probs = predict_logits(model, torch.stack(batch), torch.device("cpu")).softmax(1)
+    probs = predict_logits(net, torch.stack(batch), torch.device("cpu")).softmax(1)
     classes = ckpt.classes
     for name, p in zip(images, probs):
         top = p.topk(min(3, len(classes)))
         print(f"{name}: " + ", ".join(f"{classes[i]} {100 * float(v):.1f}%" for v, i in zip(top.values, top.indices)))
+
+
+# ----------------------------------------------------------------------------- your model: the class of a model file the user names, checked
+
+
+@dataclass(frozen=True)
+class UserModel:
+    """A model class from a file the user named on the command line (--model): imported then, and only then."""
+
+    spec: str  # PATH.py:Class
+    cls: type
+    sha256: str  # of the file's text
+
+    def build(self, kwargs: dict) -> nn.Module:
+        """An instance built with its keyword arguments; a constructor that needs others, or fails, is one line."""
+        needed = [
+            p.name
+            for p in inspect.signature(self.cls).parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        missing = [name for name in needed if name not in kwargs]
+        if missing:
+            example = json.dumps(kwargs | dict.fromkeys(missing, 0))
+            raise UsageError(f"--model: {self.cls.__name__}() needs {', '.join(missing)}: give --model_args='{example}'")
+        try:
+            return self.cls(**kwargs)
+        except Exception as exc:
+            raise UsageError(f"--model: {self.cls.__name__}(**{kwargs}) failed: {type(exc).__name__}: {first_line(exc)}") from exc
+
+
+def import_model(spec: str) -> UserModel:
+    """The class --model names: PATH.py:Class, or the one nn.Module class a PATH.py defines (its file imported, its
+    folder on the import path for the files beside it); each mistake one line naming what the file does define."""
+    path_text, _, name = spec.rpartition(":") if re.search(r"\.py:\w+$", spec) else (spec, "", "")
+    path = Path(path_text).expanduser()
+    if path.suffix != ".py" or not path.is_file():
+        raise UsageError(
+            f"--model={spec}: {path} is no Python file here; name your model as PATH.py:ClassName, e.g. --model=model.py:MyAwesomeModel"
+        )
+    text = path.read_bytes()
+    module_name = f"_your_model_{hashlib.sha256(text).hexdigest()[:16]}"
+    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(module_name, path))
+    sys.modules[module_name], sys.path[:0] = module, [str(path.resolve().parent)]
+    try:
+        module.__spec__.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        raise UsageError(f"--model: importing {path} failed: {type(exc).__name__}: {first_line(exc)}") from exc
+    models = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module_name]
+    found = f"it defines {', '.join(models) or 'no nn.Module class'}"
+    if not name and len(models) != 1:
+        raise UsageError(
+            f"--model={spec}: name the class, e.g. --model={path_text}:{models[0]}; {found}" if models else f"--model={spec}: {found}"
+        )
+    cls = vars(module).get(name or models[0])
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        what = "missing" if cls is None else f"not an nn.Module class but {cls!r:.60}"
+        raise UsageError(f"--model={spec}: {name} in {path} is {what}; {found}")
+    return UserModel(f"{path_text}:{cls.__name__}", cls, hashlib.sha256(text).hexdigest())
+
+
+def named_model(spec: str | None, checkpoint: Checkpoint | None = None) -> UserModel | None:
+    """The model class a command's --model names (None where it names none), checked against a checkpoint's model."""
+    saved = checkpoint and checkpoint.model_config
+    if spec is None and saved is not None and saved.user_model:
+        raise ModelNotNamed(checkpoint.path, saved.user_model)
+    if spec is None:
+        return None
+    if saved is not None and not saved.user_model:
+        raise UsageError(f"--model={spec}: this run's model is the built-in CNN, not a file of yours; leave --model out")
+    user = import_model(str(spec))
+    if saved is not None and user.spec.rpartition(":")[2] != saved.user_model.rpartition(":")[2]:
+        raise UsageError(f"--model={spec}: names {user.cls.__name__}, but the run's model is {saved.user_model}")
+    if saved is not None and user.sha256 != saved.user_sha256:
+        print(
+            f"warning: {user.spec.rpartition(':')[0]} has changed since the run was saved; its weights go into the class as it is now",
+            file=sys.stderr,
+        )
+    return user
+
+
+def check_model(user: UserModel, kwargs: dict, images: Tensor, num_classes: int) -> None:
+    """Build the user's model and run it on a real batch before any step: it must return the class scores [N, classes]."""
+    with torch.no_grad():
+        try:
+            out = user.build(kwargs).eval()(images)
+        except UsageError:
+            raise
+        except Exception as exc:
+            raise UsageError(
+                f"--model: {user.spec} failed on a batch of images shaped {list(images.shape)} (floats in 0..1): {type(exc).__name__}: "
+                f"{first_line(exc)}"
+            ) from exc
+    if not isinstance(out, Tensor) or not out.is_floating_point() or tuple(out.shape) != (len(images), num_classes):
+        got = f"{out.dtype} {list(out.shape)}" if isinstance(out, Tensor) else f"a {type(out).__name__}"
+        raise UsageError(
+            f"--model: {user.spec} returned {got} for {len(images)} images; it must return their class scores, [{len(images)}, "
+            f"{num_classes}] floats (logits or log-probabilities)"
+        )
 
 
 # ----------------------------------------------------------------------------- notebook helpers: a step in a child process, a picture redrawn, the runtime

@@ -27,7 +27,7 @@ def main() -> None:
     data = ft.Data(x, y, x[:1000], y[:1000], ft.DATASETS["cifar"].classes, "random")
     config = ft.TrainConfig(dataset="cifar", epochs=1, val_fraction=0.02).resolved()  # the default cifar recipe
     with tempfile.TemporaryDirectory() as tmp:
-        history = ft.fit(data, Path(tmp), config, torch.device("cpu"))
+        history = ft.fit(data, Path(tmp), config, torch.device("cpu"), None, ft.Ranks(), None)
     trained = args.images - round(args.images * 0.02)
     print(f"one epoch over {trained} CIFAR-shaped images: {history['epochs'][0]['seconds']:.1f} s ({torch.get_num_threads()} threads)")
 

@@ -72,8 +72,8 @@ MUTATIONS = [
     # evaluate and prediction
     (
         "evaluate: no test-time turns",
-        "degrees = list(ckpt.model_config.test_turns) if tta else []",
-        "degrees = []",
+        "degrees, confidence = list(ckpt.model_config.test_turns) if tta else [], ckpt.model_config.test_turns_below",
+        "degrees, confidence = [], ckpt.model_config.test_turns_below",
         "tests/test_evaluate.py -k turns",
     ),
     (
@@ -136,17 +136,17 @@ MUTATIONS = [
     # the training state's save and restore
     (
         "state: augmentation stream not restored",
-        'self.generator.set_state(state["generator"])',
+        'self.generator.set_state(training["generator"])',
         "pass",
         "tests/test_training.py -k interrupted",
     ),
-    ("state: global RNG not restored", 'torch.set_rng_state(state["torch_rng"])', "pass", "tests/test_training.py -k interrupted"),
+    ("state: global RNG not restored", 'torch.set_rng_state(training["torch_rng"])', "pass", "tests/test_training.py -k interrupted"),
     ("state: optimizer keeps the checkpoint's stepping", "group.update(own)", "pass", "tests/test_resume.py -k 't4 or laptop'"),
     ("state: files not synced", "os.fsync(f.fileno())", "pass", "tests/test_resume.py -k whole_last_pt"),
     (
         "state: no last.prev.pt",
-        'run_dir / "last.pt", previous=run_dir / "last.prev.pt")',
-        'run_dir / "last.pt", previous=None)',
+        'self.path / "last.pt", previous=self.path / "last.prev.pt")',
+        'self.path / "last.pt", previous=None)',
         "tests/test_training.py -k damaged",
     ),
     (
@@ -253,6 +253,42 @@ MUTATIONS = [
         "if config.compile and not any(name and shutil.which(name) for name in compilers):",
         "if False:",
         "tests/test_training.py -k without_a_compiler",
+    ),
+    (
+        "your model: a checkpoint imports the file it names",
+        "        raise ModelNotNamed(checkpoint.path, saved.user_model)",
+        "        spec = saved.user_model",
+        "tests/test_your_model.py -k never",
+    ),
+    (
+        "your model: its forward not tried before a step",
+        "            out = user.build(kwargs).eval()(images)",
+        "            out = torch.zeros(len(images), num_classes)",
+        "tests/test_your_model.py -k mistake",
+    ),
+    (
+        "your model: its output's shape not checked",
+        "if not isinstance(out, Tensor) or not out.is_floating_point() or tuple(out.shape) != (len(images), num_classes):",
+        "if not isinstance(out, Tensor):",
+        "tests/test_your_model.py -k mistake",
+    ),
+    (
+        "your model: given channels-last batches",
+        "channels_last = self.use.channels_last and isinstance(self.model, CNN)",
+        "channels_last = self.use.channels_last",
+        "tests/test_your_model.py -k laid_out",
+    ),
+    (
+        "your model: a changed file not warned about",
+        "if saved is not None and user.sha256 != saved.user_sha256:",
+        "if False:",
+        "tests/test_your_model.py -k changed",
+    ),
+    (
+        "your model: another class taken for the run's",
+        'if saved is not None and user.spec.rpartition(":")[2] != saved.user_model.rpartition(":")[2]:',
+        "if False:",
+        "tests/test_your_model.py -k changed",
     ),
     (
         "budget: a resumed run forgets its seconds",
@@ -390,7 +426,7 @@ MUTATIONS = [
         "            if True:\n                path.parent.mkdir",
         "tests/test_faults.py -k folder_that_is_gone",
     ),
-    ("faults: a replaced run folder written", "    check_still_there(run_dir, opened)\n", "\n", "tests/test_faults.py -k drive_mount"),
+    ("faults: a replaced run folder written", "check_still_there(self.path, self.opened)", "pass", "tests/test_faults.py -k drive_mount"),
     (
         "faults: the folder synced, not the file",
         "                os.fsync(f.fileno())",
@@ -405,8 +441,8 @@ MUTATIONS = [
     ),
     (
         "state: best.pt written before last.pt",
-        'dataclasses.replace(best, training_state=state.state_dict()).save(run_dir / "last.pt", previous=run_dir / "last.prev.pt")\n    if improved:\n        best.save(run_dir / "best.pt")',
-        'if improved:\n        best.save(run_dir / "best.pt")\n    dataclasses.replace(best, training_state=state.state_dict()).save(run_dir / "last.pt", previous=run_dir / "last.prev.pt")',
+        'dataclasses.replace(best, training_state=state.state_dict()).save(self.path / "last.pt", previous=self.path / "last.prev.pt")\n            if improved:\n                best.save(self.path / "best.pt")',
+        'if improved:\n                best.save(self.path / "best.pt")\n            dataclasses.replace(best, training_state=state.state_dict()).save(self.path / "last.pt", previous=self.path / "last.prev.pt")',
         "tests/test_resume.py -k whole_last_pt",
     ),
     (
@@ -417,8 +453,8 @@ MUTATIONS = [
     ),
     (
         "resume: a continued run not checked first",
-        "    check_before_reading(config, run_dir)\n    recipe_lr = DATASETS[config.dataset].lr",
-        "    pass\n    recipe_lr = DATASETS[config.dataset].lr",
+        "    check_before_reading(config, run_dir)\n    user = named_model(",
+        "    pass\n    user = named_model(",
         "tests/test_faults.py -k continued_run",
     ),
     (
@@ -468,8 +504,8 @@ MUTATIONS = [
     ("faults: no plain words", 'errno.ENOSPC: "no space left on the disk",', 'errno.ENOSPC: "error",', "tests/test_faults.py -k mid_run"),
     (
         "resume: the code's model, not the run's",
-        "model_config = DATASETS[config.dataset].model_config if last is None else last.model_config  # a run keeps its model",
-        "model_config = DATASETS[config.dataset].model_config",
+        "model_config = model_of(config, user) if last is None else last.model_config  # a run keeps its model",
+        "model_config = model_of(config, user)",
         "tests/test_training.py -k code_update",
     ),
     (

@@ -48,7 +48,7 @@ def test_each_process_warps_its_share_of_every_global_batch_as_one_process_warps
 
     def batches(rank: int, world: int) -> list:
         state = ft.TrainingState(config, model_config, torch.device("cpu"), ft.Ranks())  # the same random stream for each
-        return ft.training_batches(state, config, x, y, order, spans, ft.Ranks(rank, world), None)
+        return ft.training_batches(state, config, (x, y, None), order, spans, ft.Ranks(rank, world))
 
     alone, first, second = batches(0, 1), batches(0, 2), batches(1, 2)
     for whole, mine, theirs in zip(alone, first, second, strict=True):  # every global batch split between the two

@@ -111,7 +111,7 @@ def test_a_drive_mount_that_drops_mid_run_is_one_line_recreates_nothing_and_the_
     """Colab leaves /content/drive an empty folder when Drive drops: the run must not go on on the runtime's disk."""
     mount, away = tmp_path / "drive", tmp_path / "drive-while-dropped"
     args = ("train", f"--data_dir={tiny_data}", "--out=drive/MyDrive/run", *ARGS)
-    real, saves = ft.save_epoch, []
+    real, saves = ft.RunFolder.save_epoch, []
 
     def drop_after_epoch_1(*a, **k):
         real(*a, **k)
@@ -122,12 +122,12 @@ def test_a_drive_mount_that_drops_mid_run_is_one_line_recreates_nothing_and_the_
             if drop == "recreated":  # something made the same path again, on another disk
                 (mount / "MyDrive" / "run").mkdir(parents=True)
 
-    monkeypatch.setattr(ft, "save_epoch", drop_after_epoch_1)
+    monkeypatch.setattr(ft.RunFolder, "save_epoch", drop_after_epoch_1)
     code, _, err = cli(*args)
     assert_one_line_error(code, err, "drive/MyDrive/run is gone or is another folder now", "Google Drive", "same command again")
     left = sorted(str(p.relative_to(mount)) for p in mount.rglob("*"))
     assert left == ([] if drop == "gone" else ["MyDrive", "MyDrive/run"])  # nothing written, no folder made
-    monkeypatch.setattr(ft, "save_epoch", real)
+    monkeypatch.setattr(ft.RunFolder, "save_epoch", real)
     shutil.rmtree(mount)
     away.rename(mount)  # Drive is back
     code, _, err = cli(*args)

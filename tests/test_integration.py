@@ -56,7 +56,7 @@ def test_shard_angles_of_the_course_generator_are_measured_within_two_degrees(cl
     )
     assert code == 0, err
     data = ft.read_corrupted_mnist(tmp_path / "c")
-    measured = ft.shard_angles(data.train_images, data.train_labels, data.train_shards)
+    measured = ft.shard_angles(data.train_images, data.train_labels, data.shard_ids)
     drawn = json.loads((tmp_path / "c" / "prepare.json").read_text())["train_angles"]
     assert len(measured) == 6 and max(abs(m - d) for m, d in zip(measured.tolist(), drawn)) < 2
     turns = ft.upright_turns(data, torch.arange(len(data.train_labels)), ft.DATASETS["corruptedmnist"].augmentation)

@@ -188,6 +188,7 @@ def parameters(tmp_path: Path, **changes) -> dict:
         "EPOCHS": None,
         "LR": None,
         "RUN_NAME": "",
+        "MODEL": "",
         "TRAIN_FLAGS": "--batch_size=16",
         "PREPARE_FLAGS": "--shard_size=20 --test_size=40",
     } | changes
@@ -246,23 +247,29 @@ def test_a_colab_user_across_updates_settings_and_the_python_habit(colab, origin
     typed = runtime.run_cell("!python fashion_trainer.py evaluate checkpoints/corruptedmnist-batch_size16/best.pt")
     assert "Test accuracy:" in typed and "/40)" in typed, typed
 
-    # upstream moves on; Run all again in the same runtime with changed settings runs the new code as a new run
+    # upstream moves on; Run all again in the same runtime with changed settings, and the student's own model beside the
+    # code on Drive, runs the new code as a new run of that model (evaluated and shown with it named again)
     second = commit_line(origin, "code of the second commit")
-    changed = parameters(tmp_path, LR=1e-4, TRAIN_FLAGS="--batch_size=16 --budget=6")
+    clone = tmp_path / "drive" / "MyDrive" / "fashion_trainer"
+    shutil.copy(ROOT / "tests" / "fixtures" / "course_model.py", clone / "model.py")
+    changed = parameters(tmp_path, LR=1e-4, MODEL="model.py:MyAwesomeModel", TRAIN_FLAGS="--batch_size=16 --budget=6")
     nb, error = runtime.run_all(**changed)
     assert error is None, error
     text = text_of(nb)
     assert f"on commit {second}" in text and "code of the second commit" in json.dumps(nb.cells[3].outputs)
-    assert "run folder: checkpoints/corruptedmnist-lr0.0001-batch_size16-budget6" in text and "epochs fit in --budget=6" in text
-    assert "nothing was trained" not in text and "Test accuracy:" in text
+    name = ft.run_name(["--dataset=corruptedmnist", "--model=model.py:MyAwesomeModel", "--lr=0.0001", "--batch_size=16", "--budget=6"])
+    assert f"run folder: checkpoints/{name}" in text and "epochs fit in --budget=6" in text
+    assert (
+        torch.load(clone / "checkpoints" / name / "best.pt", weights_only=True)["model_config"]["user_model"] == "model.py:MyAwesomeModel"
+    )
+    assert "nothing was trained" not in text and "Test accuracy:" in text and "error:" not in text
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     compared = re.findall(r"^(corruptedmnist-\S+) ", printed, re.MULTILINE)  # compare's table: both runs, side by side
-    assert compared == ["corruptedmnist-batch_size16", "corruptedmnist-lr0.0001-batch_size16-budget6"], printed
+    assert compared == ["corruptedmnist-batch_size16", name] and "model=model.py:MyAwesomeModel" in printed, printed
     assert "settings that differ" in text and images_in(nb.cells[-1]) == 1  # and their curves in one picture
 
     # an edit of the user's own blocks the next update: said in one line, kept, and run; the same settings show the
     # finished run, labelled as the earlier run's, with nothing trained or rebuilt
-    clone = tmp_path / "drive" / "MyDrive" / "fashion_trainer"
     (clone / "fashion_trainer.py").write_text((clone / "fashion_trainer.py").read_text().replace("second commit", "users edit"))
     commit_line(origin, "code of the third commit")
     nb, error = runtime.run_all(**changed)

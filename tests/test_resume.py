@@ -269,7 +269,7 @@ class FakeClock:
         self, monkeypatch, per_step: float, compile: float = 0.0, slower_after: int = 0, validation: float = 0.0, saving: float = 0.0
     ):
         self.now, self.per_step, self.steps = 0.0, per_step, 0
-        real_ema, real_validate, real_save = ft.update_ema, ft.validate, ft.save_epoch
+        real_ema, real_validate, real_save = ft.update_ema, ft.validate, ft.RunFolder.save_epoch
 
         def validate(*args, **kwargs):
             self.now += validation
@@ -299,7 +299,7 @@ class FakeClock:
 
         monkeypatch.setattr(ft, "update_ema", step)
         monkeypatch.setattr(ft, "validate", validate)
-        monkeypatch.setattr(ft, "save_epoch", save_epoch)
+        monkeypatch.setattr(ft.RunFolder, "save_epoch", save_epoch)
         monkeypatch.setattr(ft.time, "perf_counter", lambda: self.now)
         monkeypatch.setattr(torch, "compile", compiled)
 
