@@ -127,16 +127,15 @@ class DatasetSpec:
     classes: list[str]
     input_shape: tuple[int, int, int]
     epochs: int
-    lr: float  # the peak every recipe was measured with; another --lr scales the start and decay to it (TrainingState)
-    weight_decay: float
-    ema: float  # decay of the moving average of the weights
-    warmup_fraction: float  # of the one-cycle schedule spent rising to --lr
     augmentation: Augmentation
-    model_config: ModelConfig
+    model_config: ModelConfig = ModelConfig()
+    lr: float = 3e-3  # the peak every recipe was measured with; another --lr scales the start and decay to it (TrainingState)
+    weight_decay: float = 5e-4
+    ema: float = 0.998  # decay of the moving average of the weights
+    warmup_fraction: float = 0.25  # of the one-cycle schedule spent rising to --lr
 
 
 DEFAULT_DATASET = "corruptedmnist"
-
 
 ## Turned digits need more training data than upright ones (25k turned: 99.15 %, 60k turned: 99.45 %, 25k upright:
 ## 99.63 %, measured): filters shared across quarter turns, slant, stretch and cut-out augmentation and real weight decay
@@ -149,10 +148,7 @@ DATASETS = {
         classes=DIGITS,
         input_shape=(1, 28, 28),
         epochs=10,
-        lr=3e-3,
         weight_decay=0.05,
-        ema=0.998,
-        warmup_fraction=0.25,
         augmentation=Augmentation(degrees=60.0, shift=0.12, scale=0.1, slant=0.3, stretch=0.15, cutout=9, nearest=0.5, upright=True),
         model_config=ModelConfig(
             stages=((8,), (16, 16), (32, 32)),  # × 4 copies: the plain CNN's 32; 64, 64; 128, 128 channels
@@ -166,38 +162,21 @@ DATASETS = {
         classes=DIGITS,
         input_shape=(1, 28, 28),
         epochs=8,
-        lr=3e-3,
-        weight_decay=5e-4,
-        ema=0.998,
-        warmup_fraction=0.25,
         augmentation=Augmentation(degrees=10.0, shift=0.12, scale=0.1),
-        model_config=ModelConfig(),
     ),
     "fashionmnist": DatasetSpec(
         classes=["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
         input_shape=(1, 28, 28),
         epochs=10,
-        lr=3e-3,
-        weight_decay=5e-4,
-        ema=0.998,
-        warmup_fraction=0.25,
         augmentation=Augmentation(shift=0.1, mirror=True),  # clothes are upright, but mirror-symmetric
-        model_config=ModelConfig(),
     ),
     "cifar": DatasetSpec(
         classes=["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
         input_shape=(3, 32, 32),
         epochs=30,
-        lr=3e-3,
-        weight_decay=5e-4,
-        ema=0.998,
-        warmup_fraction=0.25,
         augmentation=Augmentation(shift=0.25, mirror=True),  # shifts of up to 4 px and flips, as in the literature
-        model_config=ModelConfig(),
     ),
 }
-
-
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("onecycle", "cosine", "step", "none")
@@ -218,14 +197,20 @@ def choice(*choices: str) -> Callable[[str, object], str]:
     return lambda name, value: _check_choice(name, value, choices)
 
 
-def boolean() -> Callable[[str, object], bool]:
-    """A TrainConfig check: True or False."""
-    return lambda name, value: _check_bool(name, value)
+def _check_bool(name: str, value: object) -> bool:
+    """A True/False flag (fire passes --flag=maybe through as a string)."""
+    if not isinstance(value, bool):
+        raise UsageError(f"--{name} must be True or False, got {value!r}")
+    return value
 
 
-def keywords() -> Callable[[str, object], dict]:
-    """A TrainConfig check: keyword arguments."""
-    return lambda name, value: _check_keywords(name, value)
+def _check_keywords(name: str, value: object) -> dict:
+    """Keyword arguments: a dict (fire reads --model_args='{"dropout": 0.3}' as one) or its JSON."""
+    with contextlib.suppress(ValueError, TypeError):
+        value = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise UsageError(f"""--{name} must be keyword arguments such as '{{"dropout": 0.3}}', got {value!r}""")
+    return value
 
 
 def flag(default: object, help: str, check: Callable[[str, object], object] = lambda name, value: str(value)) -> object:
@@ -242,7 +227,7 @@ class TrainConfig:
     data_dir: str | None = flag(None, "folder holding the data (default: found as the README's Data section says)")
     out: str | None = flag(None, "run folder (default: checkpoints/<name from the flags given>, so the same command continues)")
     model: str | None = flag(None, "your model: PATH.py:ClassName, or a PATH.py with one nn.Module class (default: the CNN)")
-    model_args: dict | None = flag(None, """keyword arguments for your model's class, e.g. '{"dropout": 0.3}'""", keywords())
+    model_args: dict | None = flag(None, """keyword arguments for your model's class, e.g. '{"dropout": 0.3}'""", _check_keywords)
     epochs: int | None = flag(None, "passes over the training images", integer(1))
     budget: float | None = flag(None, "seconds of training to fit the run in, instead of --epochs", number(0))
     lr: float | None = flag(None, "peak learning rate of the schedule", number(0))
@@ -255,10 +240,10 @@ class TrainConfig:
     scheduler: str = flag("onecycle", f"learning-rate schedule, stepped every batch: {', '.join(SCHEDULERS)}", choice(*SCHEDULERS))
     weight_decay: float | None = flag(None, "AdamW's weight decay at the dataset's --lr (scaled by it/lr)", number(0, low_open=False))
     label_smoothing: float = flag(0.05, "label smoothing of the cross-entropy loss", number(0, 1, low_open=False))
-    augment: bool = flag(True, "random warps of every training batch (the dataset's augmentation); False: none", boolean())
+    augment: bool = flag(True, "random warps of every training batch (the dataset's augmentation); False: none", _check_bool)
     augment_degrees: float | None = flag(None, "largest turn of the augmentation (corruptedmnist: from upright)", number(0, 180, 0, 0))
     ema: float | None = flag(None, "decay of the moving average of the weights that is validated and saved (0: off)", number(0, 1, False))
-    compile: bool = flag(False, "torch.compile the model: a start of ~40 s (said, not counted by --budget), then faster steps", boolean())
+    compile: bool = flag(False, "torch.compile the model: a start of ~40 s (said, not counted by --budget), then faster steps", _check_bool)
     # Filled in by resolved() and saved, so that a continued run keeps them even if the dataset's recipe changes later:
     augmentation: Augmentation | None = None  # the dataset's augmentation in use (None: --augment=False)
     warmup_fraction: float | None = None  # the dataset's
@@ -291,15 +276,10 @@ class TrainConfig:
         return dataclasses.replace(config, augmentation=config.augmentation and Augmentation(**config.augmentation))
 
 
-def fields_of(cls: type) -> dict[str, dataclasses.Field]:
-    """A dataclass's fields by name."""
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
 def flag_help(f: dataclasses.Field) -> str:
     """A flag's --help line: its own, and where the dataset's recipe sets its default, that default."""
     spec = DATASETS[DEFAULT_DATASET]
-    recipe = f.default is None and f.name in fields_of(DatasetSpec)
+    recipe = f.default is None and f.name in {field.name for field in dataclasses.fields(DatasetSpec)}
     return f.metadata["help"] + (f" (default: the dataset's, {getattr(spec, f.name):g} for {DEFAULT_DATASET})" if recipe else "")
 
 
@@ -333,7 +313,14 @@ class Data:
     test_labels: Tensor
     classes: list[str]
     source: str
-    shard_ids: Tensor | None = None  # which file each training image came from (the course turns a file as a whole)
+    shard_ids: Tensor  # which file each training image came from (the course turns a file as a whole)
+
+    @classmethod
+    def of(cls, train: list[tuple[Tensor, Tensor]], test: tuple[Tensor, Tensor], classes: list[str], source: object, shape: tuple) -> Data:
+        """A dataset from its training files' (images, labels) (none: an empty training split of images of `shape`) and test split."""
+        train = train or [(torch.zeros(0, *shape), torch.zeros(0, dtype=torch.int64))]
+        shard_ids = torch.cat([torch.full((len(y),), i) for i, (_, y) in enumerate(train)])
+        return cls(torch.cat([x for x, _ in train]), torch.cat([y for _, y in train]), *test, classes, str(source), shard_ids)
 
 
 def _check_dataset(name: object) -> DatasetSpec:
@@ -359,17 +346,15 @@ def read_dataset(dataset: str, folder: Path, train: bool = True) -> Data:
 # share an angle that can lie 50° from every training shard's. Each shard's angle is measured from its digits' ink (second
 # moments, class by class) and undone before the augmentation turns every digit anywhere in ±60° of upright.
 def upright_turns(data: Data, train_idx: Tensor, augmentation: Augmentation | None) -> Tensor | None:
-    """For an `upright` augmentation, the turn that undoes each training image's shard angle: its random turn then spans
-    ±degrees from upright, whatever angles the shards were given."""
-    if augmentation is None or not augmentation.upright or data.shard_ids is None:
+    """For an `upright` augmentation, the turn undoing each training image's shard angle: its random turn then spans from upright."""
+    if augmentation is None or not augmentation.upright:
         return None
     limit = augmentation.upright_limit
     return -shard_angles(data.train_images, data.train_labels, data.shard_ids).clamp(-limit, limit)[data.shard_ids[train_idx]]
 
 
 def shard_angles(images: Tensor, labels: Tensor, shards: Tensor) -> Tensor:
-    """Each shard's angle in degrees, measured against upright MNIST class by class (a turned shard shows as one angle;
-    one whose digits are each turned at random as about 0), chunked to bound memory."""
+    """Each shard's angle in degrees against upright MNIST, class by class (a shard of digits turned at random: about 0)."""
     upright = torch.tensor(UPRIGHT_ORIENTATION, dtype=torch.complex64)
     agreement = torch.cat([ink_orientation(images[i : i + 8192]) for i in range(0, len(images), 8192)]) * upright[labels].conj()
     totals = torch.zeros(int(shards.max()) + 1, dtype=torch.complex64).index_add_(0, shards, agreement)
@@ -385,8 +370,7 @@ UPRIGHT_ORIENTATION = (
 
 
 def ink_orientation(images: Tensor) -> Tensor:
-    """Per image, ((μ20 - μ02) + 2iμ11) / (μ20 + μ02) of its ink's second moments: a complex number that turns by 2φ when
-    the image turns by φ (one channel, [N, 1, H, W])."""
+    """Per image [N, 1, H, W], ((μ20 - μ02) + 2iμ11) / (μ20 + μ02) of its ink: it turns by 2φ when the image turns by φ."""
     ink = images[:, 0].float()
     h, w = ink.shape[-2:]
     ys, xs = torch.arange(h, dtype=ink.dtype).view(1, h, 1), torch.arange(w, dtype=ink.dtype).view(1, 1, w)
@@ -405,8 +389,7 @@ def split_validation(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Te
 
 
 def split_for_training(data: Data, config: TrainConfig, device: torch.device, model: ModelConfig) -> tuple[tuple, tuple, ModelConfig]:
-    """The training images, labels and upright turns (on the device where it holds them), the validation images and
-    labels, and the model config completed with the input's shape, classes and statistics."""
+    """Training images, labels, upright turns (on the device if it holds them); the validation split; the model config, completed."""
     train_idx, val_idx = split_validation(len(data.train_images), config.val_fraction, config.seed)
     x_train, y_train = data.train_images[train_idx], data.train_labels[train_idx]
     turns = upright_turns(data, train_idx, config.augmentation)
@@ -418,8 +401,7 @@ def split_for_training(data: Data, config: TrainConfig, device: torch.device, mo
 
 
 def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
-    """Where each step's global batch starts; a last batch that would leave some process fewer than two images (batch norm
-    cannot train on one) is merged into the one before it."""
+    """Where each global batch starts; a last one leaving a process under two images (batch norm) joins the one before."""
     starts = list(range(0, n, batch_size))
     if len(starts) > 1 and n - starts[-1] < 2 * world:
         starts.pop()
@@ -490,9 +472,6 @@ class Reshape(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], *self.shape)
 
-    def extra_repr(self) -> str:
-        return ", ".join(map(str, self.shape))
-
 
 class Normalize(nn.Module):
     """Subtract the training mean and divide by its std, per channel (kept in the state dict)."""
@@ -507,12 +486,10 @@ class Normalize(nn.Module):
 
 
 class P4Conv(nn.Module):
-    """A 3×3 convolution whose filters come in four p4 copies, turned by 0°, 90°, 180° and 270° (a p4 group convolution).
-
-    It outputs c_out × 4 channels, ordered [channel, copy]. A stroke detector learnt at one angle then works at the
-    other three, so turned digits teach the model with a quarter of the weights. lift=True takes plain images;
-    otherwise the input is another P4Conv's output and a quarter turn of the filters also cycles its copies, which
-    keeps the layer equivariant: turning the image by 90° turns and cycles every feature map, nothing else."""
+    """A 3×3 convolution whose filters come in four p4 copies, turned by 0°, 90°, 180° and 270°, as c_out × 4 channels
+    [channel, copy]: a stroke detector learnt at one angle works at the other three, so turned digits teach the model with
+    a quarter of the weights. lift=True takes plain images, else another P4Conv's output, whose copies a quarter turn of
+    the filters also cycles: turning the image by 90° turns and cycles every feature map, nothing else (equivariance)."""
 
     def __init__(self, c_in: int, c_out: int, lift: bool):
         super().__init__()
@@ -556,9 +533,8 @@ class TurnedFilters(torch.autograd.Function):
 
 
 class MaxPool(nn.Module):
-    """2×2 max pooling. Without gradients on the CPU it takes the larger of two strided halves, twice: the same numbers
-    3-6× faster than PyTorch's kernel, which also finds the indices training needs (pooling was 28 % of evaluate's
-    forward passes); training keeps that kernel, whose backward is the fast one (measured, docs/research.md)."""
+    """2×2 max pooling: without gradients on the CPU the larger of two strided halves, twice, the same numbers 3-6× faster
+    than PyTorch's kernel (28 % of evaluate's forward passes), which training keeps for its fast backward."""
 
     def forward(self, x: Tensor) -> Tensor:
         if x.requires_grad or x.device.type != "cpu":
@@ -620,9 +596,8 @@ def batch_normed(model: CNN) -> list[nn.Module]:
 
 @torch.no_grad()
 def fold_batch_norm(model: CNN) -> nn.Sequential:
-    """A copy of the evaluated CNN for prediction alone, each convolution's batch norm folded into its weights and a
-    bias (a P4Conv becomes the plain convolution it computes): the same function with one layer fewer to run (batch
-    norm was 15 % of an fp32 forward pass here)."""
+    """A copy of the evaluated CNN for prediction alone, each batch norm folded into its convolution's weights and a bias
+    (a P4Conv becomes the plain convolution it computes): one layer fewer, 15 % of an fp32 forward pass here."""
     layers = list(model.eval())
     for i, (conv, norm) in enumerate(itertools.pairwise(layers)):
         if isinstance(conv, (nn.Conv2d, P4Conv)) and isinstance(norm, nn.BatchNorm2d):
@@ -641,9 +616,8 @@ def fold_batch_norm(model: CNN) -> nn.Sequential:
 
 
 class TrainingState:
-    """All that changes while training, saved in last.pt as its training state and restored as one: the weights and
-    their moving average, the optimizer and gradient scaler, the random-number streams, the counters, the fraction done,
-    the best epoch and the history."""
+    """All that changes while training, saved in last.pt as its training state: the weights and their moving average, the
+    optimizer and gradient scaler, the random streams, the counters, the fraction done, the best epoch, the history."""
 
     def __init__(self, config: TrainConfig, model_config: ModelConfig, device: torch.device, ranks: Ranks, user: UserModel | None = None):
         self.device, self.seed, self.use = device, config.seed, DeviceUse.of(device)
@@ -660,7 +634,8 @@ class TrainingState:
             for layer in batch_normed(self.model) if isinstance(self.model, CNN) else []:
                 layer.weight.mul_(relative)
         self.model = self.model.to(device, memory_format=self.memory_format)
-        self.ddp = self.model if ranks.world == 1 else nn.parallel.DistributedDataParallel(self.model, device_ids=_ddp_ids(device))
+        ids = [device.index] if device.type == "cuda" else None  # DDP's: this rank's GPU, or none on CPUs
+        self.ddp = self.model if ranks.world == 1 else nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         # compiled for the one shape of a full batch: the merged last batch runs eager (a second, dynamic-shape compile was
         # what kept `--compile` from finishing on an H200 within 150 s, #35)
         self.full_batch = len(range(ranks.rank, config.batch_size, ranks.world))
@@ -683,22 +658,11 @@ class TrainingState:
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (the averaged weights travel as the checkpoint's state_dict)."""
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "generator": self.generator.get_state(),
-            "generator_device": self.generator.device.type,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "device": self.device.type,
-            "epoch": self.epoch,
-            "step": self.step,
-            "done": self.done,
-            "best_acc": self.best_acc,
-            "best_epoch": self.best_epoch,
-            "history": self.history,
-        }
+        counters = {name: getattr(self, name) for name in ("epoch", "step", "done", "best_acc", "best_epoch", "history")}
+        states = {name: getattr(self, name).state_dict() for name in ("model", "optimizer", "scaler")}
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        randoms = {"generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng}
+        return counters | states | randoms | {"generator_device": self.generator.device.type, "device": self.device.type}
 
     def continue_from(self, last: Checkpoint, ranks: Ranks) -> None:
         """Go on from a last.pt: its weights, optimizer, random streams, counters and history (a note if it moves)."""
@@ -746,9 +710,8 @@ class TrainingState:
 
 
 def schedule_at(config: TrainConfig, done: float) -> tuple[float, float | None]:
-    """The learning rate and Adam's beta1 (None: left as it is) at this fraction of the run done, 0 to 1. A function of
-    it alone, so a run of any length, a --budget run (whose length is seconds) and a run moved to other steps an epoch
-    follow it alike, with nothing to re-plan."""
+    """The learning rate and Adam's beta1 (None: as it is) at this fraction of the run done: a run of any length, of a
+    --budget's seconds, or moved to other steps an epoch follows it alike, with nothing to re-plan."""
     p = min(max(done, 0.0), 1.0)
     if config.scheduler == "onecycle":  # OneCycleLR's shape: from lr/25 up a half cosine, then down to lr/25e4; beta1 against it
         w = config.warmup_fraction
@@ -763,8 +726,7 @@ def schedule_at(config: TrainConfig, done: float) -> tuple[float, float | None]:
 
 
 def fraction_done(config: TrainConfig, epochs_done: float, seconds: float) -> float:
-    """The fraction of the run done: the epochs trained of --epochs; for a --budget run the larger of its seconds spent (of
-    the fraction of the budget its steps may take) and its epochs of the most a budget trains."""
+    """The fraction of the run done: epochs of --epochs; for --budget the larger of seconds of its share and epochs of its cap."""
     if config.budget is None:
         return epochs_done / config.epochs
     return max(epochs_done / (config.budget_cap * DATASETS[config.dataset].epochs), seconds / (config.budget_fraction * config.budget))
@@ -791,9 +753,8 @@ def train_epoch(
     before_step: Callable[[int], float],
     turns=None,
 ) -> tuple[list[float], list[float]]:
-    """One pass over the data in global batches, each rank taking every world-th image, warped a block of batches at a
-    time, each step at the learning rate of the fraction of the run done (`before_step(steps into the epoch)`; a --budget
-    run stops where it reaches 1); the steps' losses and learning rates."""
+    """One pass over the data in global batches (each rank every world-th image), warped a block at a time, each step at
+    the learning rate of the fraction done (`before_step(i)`; a --budget run stops at 1); its losses and learning rates."""
     state.net.train()
     order = torch.randperm(len(x_train), generator=state.generator, device=state.generator.device)
     losses, lrs = [], []
@@ -887,8 +848,7 @@ def fit(
 
 
 def model_of(config: TrainConfig, user: UserModel | None) -> ModelConfig:
-    """A new run's model: the dataset's CNN, or the class of the model file the user named, with its arguments and the
-    SHA-256 of its text (fit adds the input's shape, classes and statistics to either)."""
+    """A new run's model config: the dataset's CNN, or the user's model class with its arguments and its file's SHA-256."""
     cnn = DATASETS[config.dataset].model_config
     if user is None:
         return cnn
@@ -897,9 +857,8 @@ def model_of(config: TrainConfig, user: UserModel | None) -> ModelConfig:
 
 @torch.no_grad()
 def recalibrate_batch_norm(model: nn.Module, images: Tensor, device: torch.device, memory_format, amp: torch.dtype | None) -> None:
-    """Measure the batch-norm statistics of these weights afresh on (unaugmented) training images. The running averages
-    lag weights that move fast, and the moving average of the weights averages them too: a short or large-batch run
-    (the sample with --batch_size=1024: 16 steps) scored chance with them, 89 % with these."""
+    """Measure the batch-norm statistics of these weights afresh on unaugmented training images: the running averages lag
+    fast-moving weights, so a short run (the sample with --batch_size=1024: 16 steps) scored chance with them, 89 % so."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
@@ -925,10 +884,8 @@ def validate(model: nn.Module, x_val: Tensor, y_val: Tensor, device: torch.devic
 
 
 def tie_margin(accuracy: float, n_val: int) -> float:
-    """One standard error of a validation accuracy: closer scores are a tie, which the later, longer-trained weights win.
-
-    On 1,250 validation digits one image is 0.08 points; picking the first epoch that happened to score one or two
-    images higher kept mid-run weights 0.1-0.3 points worse on the test set (measured)."""
+    """One standard error of a validation accuracy: closer scores are a tie, which the later, longer-trained weights win
+    (on 1,250 validation digits, the first epoch one or two images ahead kept weights 0.1-0.3 points worse on the test)."""
     p = min(max(accuracy, 0.0), 1.0)
     return math.sqrt(p * (1 - p) / max(n_val, 1))
 
@@ -989,21 +946,20 @@ def evaluate(
     classes = ckpt.classes
     confusion = torch.bincount(data.test_labels * len(classes) + predictions, minlength=len(classes) ** 2).view(len(classes), -1)
     for i, (name, row) in enumerate(zip(classes, confusion)):
-        print(f"  {name:>12}: {100 * row[i] / max(int(row.sum()), 1):6.2f}% of {int(row.sum())}", file=sys.stderr)
+        say(f"  {name:>12}: {100 * row[i] / max(int(row.sum()), 1):6.2f}% of {int(row.sum())}")
     print(f"Test accuracy: {100 * correct / max(total, 1):.2f}% ({correct}/{total}){_sample_caution(ckpt, data)}")
     plot_confusion(confusion, classes, f"{dataset} test: {100 * correct / max(total, 1):.2f}% correct", plot_path)
     result = {"accuracy": correct / max(total, 1), "correct": correct, "total": total, "epoch": ckpt.metrics.get("epoch")}
     result |= {"dataset": dataset, "data": data.source, "test": test_fingerprint, "tta": degrees}
     write_atomic(json.dumps(result, indent=1).encode(), plot_path.with_name(f"{Path(str(checkpoint)).stem}_test.json"))
-    print(f"confusion matrix: {plot_path}", file=sys.stderr)
+    say(f"confusion matrix: {plot_path}")
 
 
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module, images: Tensor, device: torch.device, batch_size: int = 1000, amp: torch.dtype | None = None
 ) -> Tensor:
-    """Logits for a whole split, in batches (under autocast to `amp` if given; the CNN folded, channels-last where safe), on
-    the CPU."""
+    """Logits for a whole split on the CPU, in batches, under autocast to `amp` (the CNN folded, channels-last where safe)."""
     layout = torch.channels_last if DeviceUse.of(device).channels_last and isinstance(model, CNN) else torch.contiguous_format
     model = fold_batch_norm(model).to(memory_format=layout) if isinstance(model, CNN) else model.eval()
     with autocast(device, amp):
@@ -1020,8 +976,7 @@ def predict_probs(
     amp=None,
     confidence: float = 1.0,
 ) -> Tensor:
-    """Class probabilities for a whole split; with degrees, averaged over copies turned by each angle (test-time
-    augmentation) for the images whose single view's top probability is below `confidence` (1: every image)."""
+    """Class probabilities for a whole split; with degrees, averaged over turned copies for the images less sure than `confidence`."""
     single = predict_logits(model, images, device, batch_size, amp).softmax(1)
     angles = [float(a) for a in degrees or [0.0]]
     unsure = (single.max(1).values < confidence).nonzero().flatten()
@@ -1066,10 +1021,9 @@ def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags
     recipe_lr = DATASETS[config.dataset].lr
     if last is None and not recipe_lr / 10 <= config.lr <= recipe_lr * 10 and Ranks.launched().main:
         far = f"{recipe_lr / config.lr:.0f}× below" if config.lr < recipe_lr else f"{config.lr / recipe_lr:.0f}× above"
-        print(
+        say(
             f"note: --lr={config.lr:g} is {far} the {recipe_lr:g} this recipe was measured with; the batch-normed layers' "
-            "starting weights and decay follow it, but expect a little less accuracy in the same epochs (README, Results)",
-            file=sys.stderr,
+            "starting weights and decay follow it, but expect a little less accuracy in the same epochs (README, Results)"
         )
     data = load_data(config.dataset, config.data_dir)
     if user is not None:
@@ -1095,7 +1049,7 @@ def _run_fit(data: Data, run_dir: Path, config: TrainConfig, last: Checkpoint | 
     try:
         if ranks.main:
             job = f" on {ranks.world} processes (DDP)" if ranks.world > 1 else ""
-            print(f"{what} on {device}{job}; writing to {run_dir}", file=sys.stderr)
+            say(f"{what} on {device}{job}; writing to {run_dir}")
         history = fit(data, run_dir, dataclasses.replace(config, world=ranks.world), device, last, ranks, user)
         if ranks.main:
             best = history["best"]
@@ -1122,15 +1076,15 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         again = f"; run: python fashion_trainer.py {shlex.join(argv)} --model={exc.spec}" if isinstance(exc, ModelNotNamed) else ""
-        print(f"error: {exc}{again}", file=sys.stderr)
+        say(f"error: {exc}{again}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        say("error: interrupted")
         return 130
     except Exception as exc:  # a bug or a fault nobody foresaw: still one line, the traceback on request
         if debug:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {first_line(exc)} (run again with --debug for the traceback)", file=sys.stderr)
+        say(f"error: unexpected {type(exc).__name__}: {first_line(exc)} (run again with --debug for the traceback)")
         return 1
     return 0
 
@@ -1158,9 +1112,8 @@ def data_fingerprints(data: Data) -> dict:
 
 @dataclass
 class Checkpoint:
-    """best.pt and last.pt. `save` writes them and `load` reads them, and no other code names their keys: the network
-    and its validated weights (the moving average where there is one), classes, the run's settings, its data's
-    fingerprints and the metrics; last.pt also holds the training state that continues the run."""
+    """best.pt and last.pt, whose keys no other code names: the model config and its validated weights (the moving
+    average), classes, settings, data fingerprints, metrics; last.pt also the training state that continues the run."""
 
     model_config: ModelConfig
     state_dict: dict[str, Tensor]
@@ -1255,10 +1208,8 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
 
 
 def run_name(flags: dict | list[str]) -> str:
-    """The name of a run folder under checkpoints/, made from the `train` flags given (as `train` gets them, or as the
-    notebook's "--name=value" list): the dataset, then each other flag and its value, so that the same settings continue
-    (or show) their run and a changed one trains a new run. Where and how it runs (--device, --precision) are not part
-    of it; paths become a short hash of where they point; a long name ends in one."""
+    """A run folder's name under checkpoints/ from the `train` flags given (a dict, or the notebook's "--name=value" list):
+    the dataset, then each flag and value but where it runs, a path as a short hash, a long name ending in one."""
     from fire.parser import DefaultParseValue
 
     pairs = flags.items() if isinstance(flags, dict) else [f.lstrip("-").partition("=")[::2] for f in flags]
@@ -1282,10 +1233,9 @@ WHERE_FILES_ARE = ("data_dir", "out")
 
 
 def open_run(config: TrainConfig, flags: dict, resume: str | bool | None = None) -> tuple[Path, TrainConfig, Checkpoint | None]:
-    """Whether a run folder starts a new run or continues one, decided here alone for `train`, `--resume`, torchrun and
-    the notebook: (the folder, the settings, None) for a new run; (the folder, its saved settings with the command's
-    device and precision, its last.pt) for an unfinished one; RunFinished for a finished one; a UsageError where a flag
-    the command gives differs from the run's, or the folder holds anything else."""
+    """New run or continued, decided here alone for `train`, `--resume`, torchrun and the notebook: (folder, settings,
+    None) for a new run; (folder, its saved settings with this command's device and precision, its last.pt) for an
+    unfinished one; RunFinished for a finished one; UsageError where a flag given differs or the folder holds else."""
     if resume not in (None, False):
         run_dir, last = _resumed_run(resume, flags)
     else:
@@ -1309,8 +1259,7 @@ def open_run(config: TrainConfig, flags: dict, resume: str | bool | None = None)
 
 
 def _saved_run(path: Path, config: TrainConfig, given: dict) -> Checkpoint | None:
-    """The last.pt of the run in --out whose settings the command's `given` flags agree with; None for a new (or empty)
-    folder, or one killed before its first epoch was saved whole."""
+    """The last.pt in --out, its settings checked against the flags given; None for a new, empty or restarted folder."""
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return None
     last = load_last(path) if path.is_dir() else None
@@ -1327,9 +1276,7 @@ def run_finished(last: Checkpoint) -> bool:
 
 
 def _refuse_other_settings(path: Path, config: TrainConfig, saved: TrainConfig, given: dict) -> None:
-    """Refuse to continue a run in `path` where a flag the command gives differs from the run's own; note the settings
-    left to defaults that differ from the run's, which it keeps (a code update changed them, say). Where and how it runs,
-    where its files are, and a --budget run's planned epochs, may differ."""
+    """Refuse a run in `path` where a flag given differs from its own; note the defaults that differ, which it keeps."""
     free = {"world", *WHERE_IT_RUNS, *WHERE_FILES_ARE, *(("epochs",) if saved.budget else ())}
     moved = [f.name for f in dataclasses.fields(config) if f.name not in free and getattr(config, f.name) != getattr(saved, f.name)]
     for name in [n for n in moved if n in given][:1]:
@@ -1340,12 +1287,11 @@ def _refuse_other_settings(path: Path, config: TrainConfig, saved: TrainConfig, 
     if moved and Ranks.launched().main:
         flags = {f.name for f in dataclasses.fields(config) if "help" in f.metadata}
         said = ", ".join(f"--{n}={getattr(saved, n)} (default now {getattr(config, n)})" if n in flags else n for n in moved)
-        print(f"note: the run in {path} keeps its own settings where this command leaves the code's defaults: {said}", file=sys.stderr)
+        say(f"note: the run in {path} keeps its own settings where this command leaves the code's defaults: {said}")
 
 
 def _restart_first_epoch(path: Path, config: TrainConfig, given: dict) -> None:
-    """A run folder killed before its first epoch was saved whole holds only run files and no training state: the same
-    command starts it again (nothing but an unfinished epoch is lost); any other content is refused."""
+    """A folder killed before its first epoch was saved whole (run files only) is started again; any other content is refused."""
     names = [p.name for p in path.iterdir()] if path.is_dir() else None
     if names is None or not all(n in RUN_FILES or n.endswith(".tmp") for n in names):
         raise UsageError(f"--out {path} already exists and holds no run to continue; choose a new folder so nothing is overwritten")
@@ -1358,7 +1304,7 @@ def _restart_first_epoch(path: Path, config: TrainConfig, given: dict) -> None:
                 "so nothing is overwritten"
             ) from None
         _refuse_other_settings(path, config, best.train_config, given)
-    print(f"note: {path} holds no finished epoch's training state (stopped in epoch 1); starting the run again", file=sys.stderr)
+    say(f"note: {path} holds no finished epoch's training state (stopped in epoch 1); starting the run again")
 
 
 # What a run folder holds besides its checkpoints: a folder of nothing else, without a training state, was killed before
@@ -1367,8 +1313,7 @@ RUN_FILES = ("best.pt", "history.json", "training_curve.png", "best_confusion.pn
 
 
 def load_last(run_dir: Path) -> Checkpoint | None:
-    """A run's training state: last.pt, or last.prev.pt (saying so) where last.pt is missing, truncated or damaged;
-    None where the folder holds neither."""
+    """A run's last.pt, or last.prev.pt (said) where last.pt is missing or damaged; None where the folder holds neither."""
     problems = []
     for name in ("last.pt", "last.prev.pt"):
         if not (run_dir / name).is_file():
@@ -1381,7 +1326,7 @@ def load_last(run_dir: Path) -> Checkpoint | None:
             problems.append(str(exc))
             continue
         if problems:
-            print(f"note: {problems[0]}; going on from {name}, the state one epoch earlier", file=sys.stderr)
+            say(f"note: {problems[0]}; going on from {name}, the state one epoch earlier")
         return last
     if problems:
         raise UserError(f"{problems[0]}; there is no earlier state (last.prev.pt) to go on from: train anew with another --out")
@@ -1412,27 +1357,20 @@ def _resumed_run(resume: str | bool, flags: dict) -> tuple[Path, Checkpoint]:
 
 
 def _on_this_machine(config: TrainConfig, flags: dict) -> TrainConfig:
-    """A saved run's settings with where and how the command says it runs (checked); where this machine lacks the device
-    or precision it ran with and the command names none, the automatic choice, saying so."""
+    """A saved run's settings with this command's --device and --precision; an unavailable saved one becomes auto, said."""
     checks = {f.name: f.metadata["check"] for f in dataclasses.fields(TrainConfig) if f.name in WHERE_IT_RUNS}
     config = dataclasses.replace(config, **{n: checks[n](n, flags[n]) for n in WHERE_IT_RUNS if n in flags})
     if "device" not in flags and not device_available(config.device):
-        print(
-            f"note: this run was started with --device={config.device}, which is not available here; going on with --device=auto",
-            file=sys.stderr,
-        )
+        say(f"note: this run was started with --device={config.device}, which is not available here; going on with --device=auto")
         config = dataclasses.replace(config, device="auto")
     if "precision" not in flags and config.precision == "fp16" and pick_device(config.device).type == "cpu":
-        print("note: this run was started with --precision=fp16, which needs a GPU; going on with --precision=auto", file=sys.stderr)
+        say("note: this run was started with --precision=fp16, which needs a GPU; going on with --precision=auto")
         config = dataclasses.replace(config, precision="auto")
     return config
 
 
 def check_before_reading(config: TrainConfig, run_dir: Path) -> None:
-    """What a new or continued run can be refused for before any data is read: a global batch that leaves some torchrun
-    process fewer than two images a step (batch norm cannot train on one, and the others would wait for it forever),
-    --compile where no C compiler builds its kernels (it would fail minutes later in a page of traceback), and a run
-    folder that cannot be written (a full disk, a read-only or vanished folder; only rank 0 writes)."""
+    """Refusals before any data is read: a batch under two images a torchrun process, --compile without a C compiler, a bad folder."""
     launched = Ranks.launched()
     world = launched.world
     if config.batch_size < 2 * world:
@@ -1450,9 +1388,8 @@ def check_before_reading(config: TrainConfig, run_dir: Path) -> None:
 
 
 class RunFolder:
-    """Where a run is written while it trains (by rank 0 alone): made once as the run starts and never recreated (a
-    dropped Drive mount leaves an empty folder); each epoch's last.pt, best.pt, history.json and curve; one line saying
-    what last.pt holds if the run stops."""
+    """Where a run is written (by rank 0): made once as the run starts, never recreated (a dropped Drive mount leaves an
+    empty folder); each epoch's checkpoints, history.json and curve; one line saying what last.pt holds if the run stops."""
 
     def __init__(self, path: Path, state: TrainingState, saving: Checkpoint, last: Checkpoint | None, ranks: Ranks):
         self.path, self.state, self.saving, self.main = path, state, saving, ranks.main
@@ -1463,9 +1400,8 @@ class RunFolder:
             restore_best(last, path)
 
     def save_epoch(self, improved: bool) -> None:
-        """Write last.pt (the training state; the one before it kept as last.prev.pt), then best.pt when improved, so
-        best.pt never holds an epoch that last.pt does not continue; then history.json and the curve; say the epoch. All
-        into the run folder opened, or nowhere (rank 0 alone); a write that fails says which epoch last.pt still holds."""
+        """last.pt (the one before kept as last.prev.pt), then best.pt if improved (never an epoch last.pt does not
+        continue), history.json and the curve, into the folder opened or nowhere; a failed write says what last.pt holds."""
         state, epoch = self.state, self.state.history["epochs"][-1]
         if not self.main:
             return
@@ -1484,7 +1420,7 @@ class RunFolder:
             raise WriteFailed(f"{exc} ({kept})") from exc
         self.saved = state.epoch
         said = f"train loss {epoch['train_loss']:.4f}, val accuracy {100 * epoch['val_accuracy']:.2f}%, {epoch['seconds']:.0f}s"
-        tqdm.write(f"{epoch_name(state.epoch, self.saving.train_config)}: {said}", file=sys.stderr)
+        say(f"{epoch_name(state.epoch, self.saving.train_config)}: {said}")
 
     @contextlib.contextmanager
     def stopping_in_one_line(self):
@@ -1507,13 +1443,12 @@ class RunFolder:
         """Say an early stop, and draw the final curve."""
         if self.main:
             if self.state.done < 1:
-                tqdm.write(f"early stop: no better validation accuracy for {self.saving.train_config.patience} epochs", file=sys.stderr)
+                say(f"early stop: no better validation accuracy for {self.saving.train_config.patience} epochs")
             self.curve.draw(self.state.history, self.path / "training_curve.png", final=True)
 
 
 def restore_best(last: Checkpoint, run_dir: Path) -> None:
-    """Rewrite best.pt from the state being continued when that state's epoch was the best and best.pt does not hold it
-    (killed between writing last.pt and best.pt, or a best.pt that could not be written)."""
+    """Rewrite best.pt from the last.pt continued where its epoch was the best and best.pt does not hold it."""
     state = last.training_state
     if state["best_epoch"] != state["epoch"]:
         return
@@ -1530,10 +1465,9 @@ def _say_what_moved(last: Checkpoint, device: torch.device, ranks: Ranks) -> Non
     moves = [f"on {trained_on} so far and goes on on {device.type}"] if trained_on != device.type else []
     moves += [f"in {world} process(es) so far and goes on in {ranks.world}"] if world != ranks.world else []
     if moves:
-        print(
+        say(
             f"note: this run trained {' and '.join(moves)}; its schedule follows the share of the run done, "
-            "and it will not repeat an uninterrupted run bit for bit",
-            file=sys.stderr,
+            "and it will not repeat an uninterrupted run bit for bit"
         )
 
 
@@ -1541,10 +1475,9 @@ def _say_what_moved(last: Checkpoint, device: torch.device, ranks: Ranks) -> Non
 
 
 class TrainingClock:
-    """A run's training seconds: its steps, validations and saves, on from a continued run's saved seconds. The one-time
-    start (until the first step ends: the CUDA context, cuDNN's first choices, compiling) is measured apart and not
-    counted, so a --budget schedule never spends itself on it (on an H200 a 5 s budget did, and scored 8.86 %, #35);
-    the steps after it measure what a step takes, which is said (and a --budget too small for it refused)."""
+    """A run's training seconds (steps, validations, saves; a continued run's on from its saved ones). The one-time start
+    until the first step ends (CUDA context, cuDNN's first choices, compiling) is not counted, so a --budget never spends
+    itself on it (on an H200 a 5 s budget did, and scored 8.86 %); the next steps time a step, which is said."""
 
     def __init__(self, config: TrainConfig, device: torch.device, ranks: Ranks, steps_per_epoch: int, opened: float, before: float):
         self.config, self.device, self.ranks, self.steps_per_epoch = config, device, ranks, steps_per_epoch
@@ -1595,8 +1528,7 @@ class TrainingClock:
 
 
 def say_step_seconds(clock: TrainingClock) -> None:
-    """Once the first steps are timed: the start, what a step and an epoch take here and, for a --budget run, how many
-    epochs fit; a budget that fits under a quarter of an epoch is refused (on every rank alike: rank 0's timing decides)."""
+    """Once steps are timed: say the start, a step, an epoch and how many a --budget fits; refuse one under a quarter of an epoch."""
     config, ranks, steps_per_epoch = clock.config, clock.ranks, clock.steps_per_epoch
     step = from_rank0([clock.step_seconds], clock.device, ranks)[0] if ranks.world > 1 else clock.step_seconds
     epoch = max(step * steps_per_epoch, 1e-9)
@@ -1618,7 +1550,7 @@ def say_step_seconds(clock: TrainingClock) -> None:
         capped = f" (the most a budget trains: {config.budget_cap}× the dataset's {DATASETS[config.dataset].epochs})" if fits > most else ""
         said += f", so about {min(fits, most):.1f} epochs fit in --budget={config.budget:g}{capped}"
     if ranks.main:
-        tqdm.write(said, file=sys.stderr)
+        say(said)
 
 
 # ----------------------------------------------------------------------------- devices and torchrun: CUDA/MPS/CPU, bf16/fp16/fp32, processes
@@ -1763,11 +1695,6 @@ def from_rank0(values: list[float], device: torch.device, ranks: Ranks) -> list[
     return all_sum(sent, ranks).tolist()
 
 
-def _ddp_ids(device: torch.device) -> list[int] | None:
-    """DistributedDataParallel's device_ids: this rank's GPU, or None on CPUs."""
-    return [device.index] if device.type == "cuda" else None
-
-
 def _stop_cleanly_on_sigterm() -> None:
     """Treat SIGTERM (a Colab runtime shutting down, a job scheduler) like Ctrl-C, so last.pt is named for resuming."""
 
@@ -1834,13 +1761,6 @@ def _check_float(name: str, value: object, low: float, high: float = math.inf, l
     return float(value)
 
 
-def _check_bool(name: str, value: object) -> bool:
-    """A True/False flag (fire passes --flag=maybe through as a string)."""
-    if not isinstance(value, bool):
-        raise UsageError(f"--{name} must be True or False, got {value!r}")
-    return value
-
-
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     """A flag that takes one of a few names."""
     if value not in choices:
@@ -1848,13 +1768,9 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
-def _check_keywords(name: str, value: object) -> dict:
-    """Keyword arguments: a dict (fire reads --model_args='{"dropout": 0.3}' as one) or its JSON."""
-    with contextlib.suppress(ValueError, TypeError):
-        value = json.loads(value) if isinstance(value, str) else value
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise UsageError(f"""--{name} must be keyword arguments such as '{{"dropout": 0.3}}', got {value!r}""")
-    return value
+def say(text: str) -> None:
+    """A note, warning or report for the user, on stderr (between progress bars, not through them)."""
+    tqdm.write(text, file=sys.stderr)
 
 
 class UserError(Exception):
@@ -1880,8 +1796,7 @@ class BudgetTooSmall(UsageError):
 
 
 class ModelNotNamed(UsageError):
-    """A checkpoint of a user's model, where the command did not name the model file: the trainer imports no code a
-    checkpoint names (main adds the command to run instead)."""
+    """A checkpoint of the user's model where the command names no model file: code a checkpoint names is never imported."""
 
     def __init__(self, where: object, spec: str):
         super().__init__(f"{where} was trained with your model {spec}, and the trainer imports code only where you name it")
@@ -1963,10 +1878,9 @@ def sync_folder(folder: Path) -> None:
 
 
 def write_atomic(data: bytes, path: Path, previous: Path | None = None, make_folder: bool = False) -> Path:
-    """Write a file whole or not at all: a synced temporary file renamed into place, removed again if anything fails. With
-    `previous`, the file it replaces is first copied there, so a complete copy of one or the other exists at every moment.
-    Its folder is created only with `make_folder`: a run folder that vanished (a dropped Drive mount leaves an empty
-    folder in its place) must fail the write, not be recreated on the runtime's own disk."""
+    """Write a file whole or not at all: a synced temporary file renamed into place (with `previous`, the file replaced is
+    first copied there). Its folder is made only with `make_folder`: a vanished run folder (a dropped Drive mount) must
+    fail the write, not be recreated on the runtime's own disk."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         try:
@@ -2004,8 +1918,7 @@ def folder_identity(folder: Path) -> tuple[int, int]:
 
 
 def check_still_there(folder: Path, opened: tuple[int, int]) -> None:
-    """Refuse to write into a run folder that is gone or is no longer the one opened: a dropped Google Drive mount leaves
-    an empty folder in its place, and writing on would put the run on the runtime's disk, lost with it."""
+    """Refuse a run folder gone or replaced since it was opened (a dropped Drive mount leaves an empty folder there)."""
     with contextlib.suppress(OSError):
         if folder_identity(folder) == opened:
             return
@@ -2023,8 +1936,7 @@ def save_torch(obj: object, path: Path, previous: Path | None = None) -> None:
 
 
 def check_writable(folder: Path) -> Path:
-    """Prove that `folder` can be created and a file written in it, before any data is read or any epoch runs; folders
-    made for the proof are removed again, so a command that fails later leaves nothing behind."""
+    """Prove before any data is read that `folder` can be made and written; folders made for the proof are removed."""
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -2080,12 +1992,7 @@ DATA_FILES = {
     # holds the files, the bundled sample
     DEFAULT_DATASET: DataFiles(
         "course",
-        folders=(
-            *(f"data/{name}" for name in COURSE_FOLDERS),
-            *(f"data/raw/{name}" for name in COURSE_FOLDERS),
-            "data/raw",
-            "data/processed",
-        ),
+        folders=(*(f"data/{raw}{name}" for raw in ("", "raw/") for name in COURSE_FOLDERS), "data/raw", "data/processed"),
     ),
     "mnist": DataFiles(
         "idx",
@@ -2120,8 +2027,7 @@ DATA_FILES = {
 
 
 def _check_test_data(ckpt: Checkpoint, dataset: str, data: Data, test_fingerprint: str) -> None:
-    """Refuse test images of another shape than the model takes; warn where they (by their fingerprint) are not those it
-    was trained beside."""
+    """Refuse test images of another shape than the model's; warn where they are not those it was trained beside."""
     trained_on, shape = list(ckpt.model_config.input_shape), list(data.test_images.shape[1:])
     if shape != trained_on:
         raise UserError(
@@ -2129,7 +2035,7 @@ def _check_test_data(ckpt: Checkpoint, dataset: str, data: Data, test_fingerprin
         )
     expected = ckpt.data_fingerprint.get("test")
     if expected and expected != test_fingerprint:
-        print(f"warning: this test data ({data.source}) differs from the test data the model was trained beside", file=sys.stderr)
+        say(f"warning: this test data ({data.source}) differs from the test data the model was trained beside")
 
 
 def _say_test_turns(degrees: list[float], confidence: float) -> None:
@@ -2137,7 +2043,7 @@ def _say_test_turns(degrees: list[float], confidence: float) -> None:
     if degrees:
         unsure = "" if confidence >= 1 else f" for digits whose single view is less than {100 * confidence:g} % sure"
         turns = ", ".join(f"{a:g}" for a in degrees)
-        print(f"test-time augmentation: averaging turns of {turns} degrees{unsure} (--tta=False: one view)", file=sys.stderr)
+        say(f"test-time augmentation: averaging turns of {turns} degrees{unsure} (--tta=False: one view)")
 
 
 def _sample_caution(ckpt: Checkpoint, data: Data) -> str:
@@ -2153,25 +2059,18 @@ def _sample_caution(ckpt: Checkpoint, data: Data) -> str:
 
 
 SAMPLE_DATA_DIR = ROOT / "data" / "sample_corruptedmnist"
-
-
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-
-
 GET_DATA_HINT = "build the full data with: python fashion_trainer.py prepare"
-
-
 LAYOUTS = "train_<i>.npz + test.npz, train_images_<i>.pt + train_target_<i>.pt, or train_images.pt + train_target.pt, with test_images.pt + test_target.pt"
 
 
 def locate(dataset: str, data_dir: str | None) -> Path:
-    """The folder holding a dataset's files: --data_dir, the first of its table's folders that holds them, or a fresh
-    verified download into the first."""
+    """A dataset's folder: --data_dir, the first of its folders (DATA_FILES) holding its files, or a verified download."""
     files = DATA_FILES[dataset]
     if not files.checksums:  # built by `prepare`, never downloaded
         return resolve_data_dir(data_dir)
@@ -2196,7 +2095,7 @@ def resolve_data_dir(data_dir: str | None) -> Path:
     searched = [Path(f) for f in DATA_FILES[DEFAULT_DATASET].folders]
     found = find_corrupted_mnist(searched)
     if found is not None:
-        print(f"data: {found[0]} ({found[1]})", file=sys.stderr)
+        say(f"data: {found[0]} ({found[1]})")
         return found[0]
     looked = [folder for folder in searched if folder.is_dir()]
     if looked:
@@ -2204,10 +2103,9 @@ def resolve_data_dir(data_dir: str | None) -> Path:
         raise UserError(
             f"no corrupted-MNIST files ({LAYOUTS}) where they are looked for: {held}. Pass --data_dir=FOLDER, or {GET_DATA_HINT}"
         )
-    print(
+    say(
         f"note: no corrupted-MNIST folder here ({searched[0]}/, data/corruptmnist*/, data/raw/, data/processed/), "
-        f"so using the bundled sample (4,000 training digits); for the full data: python fashion_trainer.py prepare",
-        file=sys.stderr,
+        f"so using the bundled sample (4,000 training digits); for the full data: python fashion_trainer.py prepare"
     )
     return SAMPLE_DATA_DIR
 
@@ -2247,8 +2145,7 @@ def corrupted_mnist_layout(folder: Path) -> tuple[str, list[tuple[Path, Path | N
 
 
 def read_corrupted_mnist(folder: Path, classes: list[str] = DIGITS, train: bool = True) -> Data:
-    """Read a course layout: train_<i>.npz + test.npz, train_images_<i>.pt + train_target_<i>.pt, or train_images.pt +
-    train_target.pt, each with its test file(s); train=False reads the test split alone."""
+    """Read a course layout (LAYOUTS) into memory; train=False reads the test split alone."""
     layout = corrupted_mnist_layout(folder)
     if layout is None:
         raise UserError(f"{folder}: {_no_layout_reason(folder)}")
@@ -2262,16 +2159,7 @@ def read_corrupted_mnist(folder: Path, classes: list[str] = DIGITS, train: bool 
         images, labels = _read_npz(images_file) if labels_file is None else (_read_pt(images_file), _read_pt(labels_file))
         x = check_images(images, images_file)
         checked.append((x, check_labels(labels, len(x), labels_file or images_file)))
-    train_parts = checked[:-1] or [(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.int64))]
-    return Data(
-        train_images=torch.cat([x for x, _ in train_parts]),
-        train_labels=torch.cat([y for _, y in train_parts]),
-        test_images=checked[-1][0],
-        test_labels=checked[-1][1],
-        classes=classes,
-        source=str(folder),
-        shard_ids=torch.cat([torch.full((len(y),), i) for i, (_, y) in enumerate(train_parts)]),
-    )
+    return Data.of(checked[:-1], checked[-1], classes, folder, (1, 28, 28))
 
 
 def _shard_number(path: Path) -> int:
@@ -2389,17 +2277,12 @@ def read_idx_arrays(folder: Path, splits: tuple[str, ...] = ("train", "test")) -
 
 def read_idx_dataset(folder: Path, classes: list[str], train: bool = True) -> Data:
     """MNIST or Fashion-MNIST from its four IDX files (the two test files alone with train=False)."""
-    arrays = read_idx_arrays(folder, ("train", "test") if train else ("test",))
-    arrays |= {} if train else {"train_images": np.zeros((0, 28, 28), np.uint8), "train_labels": np.zeros(0, np.uint8)}
-    split = {key: check_images(arrays[f"{key}_images"], folder) for key in ("train", "test")}
-    return Data(
-        train_images=split["train"],
-        train_labels=check_labels(arrays["train_labels"], len(split["train"]), folder, len(classes)),
-        test_images=split["test"],
-        test_labels=check_labels(arrays["test_labels"], len(split["test"]), folder, len(classes)),
-        classes=classes,
-        source=str(folder),
-    )
+    splits = ("train", "test") if train else ("test",)
+    arrays, parts = read_idx_arrays(folder, splits), []
+    for split in splits:
+        images = check_images(arrays[f"{split}_images"], folder)
+        parts.append((images, check_labels(arrays[f"{split}_labels"], len(images), folder, len(classes))))
+    return Data.of(parts[:-1], parts[-1], classes, folder, (1, 28, 28))
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -2465,15 +2348,7 @@ def read_cifar(folder: Path, classes: list[str], train: bool = True) -> Data:
         names = _unpickle_batch(members["batches.meta"], f"{folder}/batches.meta").get(b"label_names")
         if isinstance(names, list) and len(names) == 10 and all(isinstance(n, bytes) for n in names):
             classes = [n.decode("utf-8", "replace") for n in names]
-    train = [parts[f"data_batch_{i}"] for i in range(1, 6)] if train else [(torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.int64))]
-    return Data(
-        train_images=torch.cat([x for x, _ in train]),
-        train_labels=torch.cat([y for _, y in train]),
-        test_images=parts["test_batch"][0],
-        test_labels=parts["test_batch"][1],
-        classes=classes,
-        source=str(folder),
-    )
+    return Data.of([parts[f"data_batch_{i}"] for i in range(1, 6)] if train else [], parts["test_batch"], classes, folder, (3, 32, 32))
 
 
 def checksum_matches(path: Path, checksum: str, gzipped: bool) -> bool:
@@ -2638,8 +2513,7 @@ def _mnist_source(source: str | None, mirror: str | None) -> Path:
 
 
 def _say_what_is_built(folder: Path, layout: str, plan: dict) -> None:
-    """`prepare --if_missing` where the data exists: one line saying so, and whether it was built with other settings
-    than the command's (changed after the first build, they would otherwise be ignored without a word)."""
+    """`prepare --if_missing` where the data exists: one line saying so, and naming the settings it was built with if they differ."""
     built = folder / "prepare.json"
     before = json.loads(built.read_text()) if built.is_file() else plan  # the course's own files: nothing to compare
     other = [key for key in plan if before.get(key) != plan[key]]
@@ -2673,9 +2547,8 @@ def sample_digits(labels: np.ndarray, per_class: int = 500) -> np.ndarray:
 
 
 def build_corrupted_mnist(arrays: dict[str, np.ndarray], plan: dict) -> tuple[list[tuple[Tensor, Tensor]], dict]:
-    """Rotated train shards and the test split from the MNIST arrays, as the plan says; the plan gains the angles drawn.
-
-    Training digits are drawn from the MNIST training digits outside the bundled sample, so the sample stays held out."""
+    """Turned train shards and the test split from the MNIST arrays, as the plan says (the plan gains the angles drawn);
+    training digits come from the MNIST training digits outside the bundled sample, so the sample stays held out."""
     n_train, size = plan["train_shards"] * plan["shard_size"], plan["shard_size"]
     pool = np.flatnonzero(~sample_digits(arrays["train_labels"]))
     if n_train > len(pool) or plan["test_size"] > len(arrays["test_images"]):
@@ -2694,10 +2567,8 @@ def build_corrupted_mnist(arrays: dict[str, np.ndarray], plan: dict) -> tuple[li
         train_angles, test_angles = chunk_angles[:-1].repeat_interleave(size), chunk_angles[-1].expand(len(test_x))
         plan |= {"train_angles": [round(float(a), 3) for a in chunk_angles[:-1]], "test_angle": round(float(chunk_angles[-1]), 3)}
     else:
-        train_angles, test_angles = (
-            random_angles(n_train, plan["degrees"], generator),
-            random_angles(len(test_x), plan["degrees"], generator),
-        )
+        train_angles = random_angles(n_train, plan["degrees"], generator)
+        test_angles = random_angles(len(test_x), plan["degrees"], generator)
     train_x = rotate_all(train_x, train_angles, plan["interpolation"])
     test_x = rotate_all(test_x, test_angles, plan["interpolation"])
     shards = [(train_x[i : i + size], train_y[i : i + size]) for i in range(0, n_train, size)]
@@ -2845,7 +2716,7 @@ def compare(*runs: str, plot: str | None = None) -> None:
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     plot_comparison(found, [d or run["folder"].name for run, d in zip(found, settings)], path)
-    print(f"curves: {path}", file=sys.stderr)
+    say(f"curves: {path}")
 
 
 def read_run(folder: Path) -> dict | None:
@@ -2855,10 +2726,10 @@ def read_run(folder: Path) -> dict | None:
         epochs, config = history["epochs"], history["config"]
         assert epochs and isinstance(config, dict)
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
-        print(f"note: {folder} is no run folder with a finished epoch (no readable history.json); left out", file=sys.stderr)
+        say(f"note: {folder} is no run folder with a finished epoch (no readable history.json); left out")
         return None
     if history.get("format_version") != FORMAT_VERSION:
-        print(f"note: {folder}: {_other_version(history.get('format_version'))}; left out", file=sys.stderr)
+        say(f"note: {folder}: {_other_version(history.get('format_version'))}; left out")
         return None
     last = None
     with contextlib.suppress(UserError):
@@ -2960,13 +2831,12 @@ def lr_find(start_lr: float = 1e-5, end_lr: float = 1.0, steps: int = 200, plot:
     plot_lr_find(lrs, losses, suggested, config, path)
     if suggested is None:
         raise UserError(f"the loss never fell between --start_lr={start_lr:g} and {lrs[-1]:.2g}; try a lower --start_lr (plot: {path})")
-    print(f"plot: {path}", file=sys.stderr)
+    say(f"plot: {path}")
     print(f"suggested --lr={suggested:.2g} (the default for {config.dataset} is {DATASETS[config.dataset].lr:g})")
 
 
 def lr_sweep(state: TrainingState, config: TrainConfig, train: tuple, lrs: list[float]) -> tuple[list[float], list[float]]:
-    """One training step at each learning rate in turn, on fresh random batches; the learning rates tried and the smoothed
-    loss after each, stopped once it is 4× its lowest (or not finite)."""
+    """A step at each learning rate in turn on fresh batches: the rates tried and smoothed losses, until 4× the lowest."""
     x_train = train[0]
     state.net.train()
     order, smooth, lowest, losses = torch.empty(0, dtype=torch.long), 0.0, math.inf, []
@@ -2985,8 +2855,7 @@ def lr_sweep(state: TrainingState, config: TrainConfig, train: tuple, lrs: list[
 
 
 def suggest_lr(lrs: list[float], losses: list[float]) -> float | None:
-    """A tenth of the learning rate where the smoothed loss was lowest (Smith 2017, fastai): still on the falling slope;
-    None where the loss never fell."""
+    """A tenth of the learning rate at the lowest smoothed loss (Smith 2017, fastai); None where the loss never fell."""
     lowest = min(range(len(losses)), key=losses.__getitem__)
     return lrs[lowest] / 10 if lowest and losses[lowest] < losses[0] else None
 
@@ -3284,12 +3153,9 @@ class UserModel:
 
     def build(self, kwargs: dict) -> nn.Module:
         """An instance built with its keyword arguments; a constructor that needs others, or fails, is one line."""
-        needed = [
-            p.name
-            for p in inspect.signature(self.cls).parameters.values()
-            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
-        missing = [name for name in needed if name not in kwargs]
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        params = inspect.signature(self.cls).parameters.values()
+        missing = [p.name for p in params if p.default is p.empty and p.kind in named and p.name not in kwargs]
         if missing:
             example = json.dumps(kwargs | dict.fromkeys(missing, 0))
             raise UsageError(f"--model: {self.cls.__name__}() needs {', '.join(missing)}: give --model_args='{example}'")
@@ -3300,8 +3166,7 @@ class UserModel:
 
 
 def import_model(spec: str) -> UserModel:
-    """The class --model names: PATH.py:Class, or the one nn.Module class a PATH.py defines (its file imported, its
-    folder on the import path for the files beside it); each mistake one line naming what the file does define."""
+    """The class --model names (PATH.py:Class, or the one nn.Module class of PATH.py), imported; each mistake one line."""
     path_text, _, name = spec.rpartition(":") if re.search(r"\.py:\w+$", spec) else (spec, "", "")
     path = Path(path_text).expanduser()
     if path.suffix != ".py" or not path.is_file():
@@ -3342,20 +3207,16 @@ def named_model(spec: str | None, checkpoint: Checkpoint | None = None) -> UserM
     if saved is not None and user.spec.rpartition(":")[2] != saved.user_model.rpartition(":")[2]:
         raise UsageError(f"--model={spec}: names {user.cls.__name__}, but the run's model is {saved.user_model}")
     if saved is not None and user.sha256 != saved.user_sha256:
-        print(
-            f"warning: {user.spec.rpartition(':')[0]} has changed since the run was saved; its weights go into the class as it is now",
-            file=sys.stderr,
-        )
+        say(f"warning: {user.spec.rpartition(':')[0]} has changed since the run was saved; its weights go into the class as it is now")
     return user
 
 
 def check_model(user: UserModel, kwargs: dict, images: Tensor, num_classes: int) -> None:
     """Build the user's model and run it on a real batch before any step: it must return the class scores [N, classes]."""
+    model = user.build(kwargs).eval()
     with torch.no_grad():
         try:
-            out = user.build(kwargs).eval()(images)
-        except UsageError:
-            raise
+            out = model(images)
         except Exception as exc:
             raise UsageError(
                 f"--model: {user.spec} failed on a batch of images shaped {list(images.shape)} (floats in 0..1): {type(exc).__name__}: "
@@ -3373,9 +3234,8 @@ def check_model(user: UserModel, kwargs: dict, images: Tensor, num_classes: int)
 
 
 def run_step(*args: str, image: str | Path | None = None) -> None:
-    """For the notebook: run `python fashion_trainer.py ARGS` in a child process, stream its output into the cell, and
-    stop Run all with one line if it fails (a failing `!` line would not).
-    With `image`, that PNG is shown in the cell and redrawn in place whenever the child rewrites it (the training curve)."""
+    """For the notebook: run `python fashion_trainer.py ARGS` in a child process, stream its output into the cell, stop Run
+    all with one line if it fails (a failing `!` line would not), and show `image` redrawn whenever the child rewrites it."""
     child = subprocess.Popen([sys.executable, str(ROOT / "fashion_trainer.py"), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     shown = (None, None)
     while chunk := child.stdout.read1(1 << 16):
@@ -3390,8 +3250,7 @@ def run_step(*args: str, image: str | Path | None = None) -> None:
 
 
 def show_if_changed(path: str | Path | None, shown: int | None, handle: object) -> tuple[int | None, object]:
-    """Show the PNG at `path` in the notebook cell, or redraw it in place when its modification time moved since `shown`;
-    returns (its modification time, the display handle). Files are replaced whole (write_atomic), never half-read."""
+    """Show the PNG at `path` in the cell, or redraw it when its modification time moved; returns (that time, the handle)."""
     try:
         from IPython.display import Image, display
 
@@ -3408,8 +3267,7 @@ def show_if_changed(path: str | Path | None, shown: int | None, handle: object) 
 
 
 def setup_report(commit: str, folder: str | Path = ".") -> str:
-    """For the notebook: what this runtime trains with: the code's commit, torch and CUDA, the GPU and its memory (or a
-    warning that there is none), the precision `train` picks there, and the free space where the runs are written."""
+    """For the notebook: the code's commit, torch and CUDA, the GPU (or a warning), the precision train picks, the free space."""
     device = pick_device("auto")
     lines = [f"code: {commit or '(not a git clone)'}; torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}"]
     if device.type == "cuda":
@@ -3428,17 +3286,7 @@ def setup_report(commit: str, folder: str | Path = ".") -> str:
     return "\n".join([*lines, f"free space in {Path(folder).resolve()}: {free:.1f} GiB{low}"])
 
 
-COMMANDS = {
-    "train": train,
-    "evaluate": evaluate,
-    "prepare": prepare,
-    "show": show,
-    "mc_dropout": mc_dropout,
-    "knn": knn,
-    "predict": predict,
-    "compare": compare,
-    "lr_find": lr_find,
-}
+COMMANDS = {command.__name__: command for command in (train, evaluate, prepare, show, mc_dropout, knn, predict, compare, lr_find)}
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(args.images, 3, 32, 32, generator=g), torch.randint(0, 10, (args.images,), generator=g)
-    data = ft.Data(x, y, x[:1000], y[:1000], ft.DATASETS["cifar"].classes, "random")
+    data = ft.Data.of([(x, y)], (x[:1000], y[:1000]), ft.DATASETS["cifar"].classes, "random", (3, 32, 32))
     config = ft.TrainConfig(dataset="cifar", epochs=1, val_fraction=0.02).resolved()  # the default cifar recipe
     with tempfile.TemporaryDirectory() as tmp:
         history = ft.fit(data, Path(tmp), config, torch.device("cpu"), None, ft.Ranks(), None)

@@ -54,11 +54,12 @@ def test_accuracy(line: str) -> float:
 
 
 def run_ours(data: Path, out: Path, *flags: str) -> dict:
-    """Train one configuration, evaluate it with and without test-time turns."""
+    """Train one configuration, evaluate it with and without test-time turns (naming the --model it trained, if any)."""
     cli("train", f"--data_dir={data}", f"--out={out}", *flags)
     history = json.loads((out / "history.json").read_text())
-    tta, tta_seconds = cli("evaluate", str(out / "best.pt"), f"--data_dir={data}")
-    single, single_seconds = cli("evaluate", str(out / "best.pt"), f"--data_dir={data}", "--tta=False")
+    model = [f for f in flags if f.startswith("--model=")]
+    tta, tta_seconds = cli("evaluate", str(out / "best.pt"), f"--data_dir={data}", *model)
+    single, single_seconds = cli("evaluate", str(out / "best.pt"), f"--data_dir={data}", "--tta=False", *model)
     seconds = history["epochs"][-1]["seconds"]
     return {
         "flags": list(flags),
@@ -82,13 +83,16 @@ def course_reference_model() -> nn.Sequential:
     )  # fmt: skip
 
 
-def train_reference(data: ft.Data, after_epoch: Callable[[nn.Module, float], None] | None = None) -> tuple[nn.Module, float]:
-    """Train the course reference (Adam 1e-3, batch 32, 10 epochs, no shuffling, fp32) on our training split; returns it
-    and its training seconds. after_epoch(model, seconds so far) runs after each epoch, outside the timed part."""
+def train_reference(
+    data: ft.Data, after_epoch: Callable[[nn.Module, float], None] | None = None, build: Callable[[], nn.Module] | None = None
+) -> tuple[nn.Module, float]:
+    """Train the course reference (or `build()`'s model) as the course's loop does (Adam 1e-3, batch 32, 10 epochs, no
+    shuffling, fp32) on our training split; returns it and its training seconds. after_epoch(model, seconds so far) runs
+    after each epoch, outside the timed part."""
     train_idx, _ = ft.split_validation(len(data.train_images), 0.05, 0)
     x, y = data.train_images[train_idx], data.train_labels[train_idx]
     torch.manual_seed(0)
-    model = course_reference_model()
+    model = (build or course_reference_model)()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     seconds = 0.0
     for _ in range(10):
@@ -104,11 +108,11 @@ def train_reference(data: ft.Data, after_epoch: Callable[[nn.Module, float], Non
     return model, seconds
 
 
-def run_reference(data_dir: Path) -> dict:
-    """Train the course reference; time its evaluation of the test split in-process, as the course's evaluate does
-    (batches of 32)."""
+def run_reference(data_dir: Path, build: Callable[[], nn.Module] | None = None) -> dict:
+    """Train the course reference (or `build()`'s model) in the course's loop; time its evaluation of the test split
+    in-process, as the course's evaluate does (batches of 32)."""
     data = ft.read_corrupted_mnist(data_dir)
-    model, seconds = train_reference(data)
+    model, seconds = train_reference(data, build=build)
     started = time.perf_counter()
     model.eval()
     with torch.no_grad():

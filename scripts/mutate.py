@@ -262,7 +262,7 @@ MUTATIONS = [
     ),
     (
         "your model: its forward not tried before a step",
-        "            out = user.build(kwargs).eval()(images)",
+        "            out = model(images)",
         "            out = torch.zeros(len(images), num_classes)",
         "tests/test_your_model.py -k mistake",
     ),
@@ -497,8 +497,8 @@ MUTATIONS = [
     ),
     (
         "evaluate: per-class share of the predictions",
-        'print(f"  {name:>12}: {100 * row[i] / max(int(row.sum()), 1):6.2f}% of {int(row.sum())}", file=sys.stderr)',
-        'print(f"  {name:>12}: {100 * row[i] / max(int(confusion[:, i].sum()), 1):6.2f}% of {int(row.sum())}", file=sys.stderr)',
+        'say(f"  {name:>12}: {100 * row[i] / max(int(row.sum()), 1):6.2f}% of {int(row.sum())}")',
+        'say(f"  {name:>12}: {100 * row[i] / max(int(confusion[:, i].sum()), 1):6.2f}% of {int(row.sum())}")',
         "tests/test_evaluate.py -k hand",
     ),
     ("faults: no plain words", 'errno.ENOSPC: "no space left on the disk",', 'errno.ENOSPC: "error",', "tests/test_faults.py -k mid_run"),

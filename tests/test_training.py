@@ -259,12 +259,9 @@ def test_ink_orientation_turns_twice_as_far_as_the_image_and_shards_are_told_apa
     images = torch.cat([bars, turned, ft.rotate_all(bars, torch.full((12,), -20.0))])
     angles = ft.shard_angles(images, labels.repeat(3), torch.arange(3).repeat_interleave(12))
     assert abs(float(angles[1] - angles[0]) - 30) < 3 and abs(float(angles[2] - angles[0]) + 20) < 3
-    assert (
-        ft.upright_turns(
-            ft.Data(images, labels.repeat(3), bars, labels, ft.DIGITS, "x"), torch.arange(36), ft.DATASETS["corruptedmnist"].augmentation
-        )
-        is None
-    )
+    data = ft.Data.of([(bars, labels), (turned, labels), (images[24:], labels)], (bars, labels), ft.DIGITS, "x", (1, 28, 28))
+    turns = ft.upright_turns(data, torch.arange(36), ft.DATASETS["corruptedmnist"].augmentation)
+    assert torch.allclose(turns, -angles.repeat_interleave(12))  # each file's measured angle undone, image by image
 
 
 def test_a_nearest_share_of_the_batch_is_resampled_as_the_course_data_was():
