@@ -726,7 +726,7 @@ def schedule_at(config: TrainConfig, done: float) -> tuple[float, float | None]:
 
 
 def fraction_done(config: TrainConfig, epochs_done: float, seconds: float) -> float:
-    """The fraction of the run done: epochs of --epochs; for --budget the larger of seconds of its share and epochs of its cap."""
+    """The fraction of the run done: epochs of --epochs; for --budget the larger of seconds of its fraction and epochs of its cap."""
     if config.budget is None:
         return epochs_done / config.epochs
     return max(epochs_done / (config.budget_cap * DATASETS[config.dataset].epochs), seconds / (config.budget_fraction * config.budget))
@@ -780,14 +780,14 @@ def train_epoch(
 
 
 def training_batches(state: TrainingState, config: TrainConfig, train: tuple, order: Tensor, spans: list, ranks: Ranks) -> list[tuple]:
-    """This rank's share of each global batch order[start:end], randomly warped by the recipe in one go, on the device."""
+    """This rank's share of each global batch order[start:end], warped by the dataset's augmentation in one go, on the device."""
     (x_train, y_train, turns), first, last = train, spans[0][0], spans[-1][1]
     places = torch.cat([torch.arange(start, end)[ranks.rank :: ranks.world] for start, end in spans]) - first
     mine = order[first:last] if ranks.world == 1 else order[first:last][places.to(order.device)]
     mine, gen = mine.to(x_train.device), state.generator
     x = x_train[mine]
     if config.augmentation:  # random numbers for the whole global block: every rank's generator stays in step
-        rand = torch.rand(last - first, 10, generator=gen, device=gen.device) * 2 - 1  # all 10 a recipe may use
+        rand = torch.rand(last - first, 10, generator=gen, device=gen.device) * 2 - 1  # all 10 an augmentation may use
         rand = rand if ranks.world == 1 else rand[places.to(rand.device)]
         x = augment_batch(x, rand.to(x_train.device), config.augmentation, None if turns is None else turns[mine])
     x = x.to(state.device, non_blocking=state.use.non_blocking).contiguous(memory_format=state.memory_format)
@@ -996,7 +996,7 @@ def predict_probs(
 
 @takes_train_flags()
 def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags) -> None:
-    """Train the CNN on --dataset; writes best.pt, last.pt, history.json and training_curve.png into --out.
+    """Train the CNN (or your --model) on --dataset; writes best.pt, last.pt, history.json and training_curve.png into --out.
 
     The run folder (--out, or checkpoints/<name from the flags given>) continues an unfinished run where its last.pt
     stopped (after a crash, a kill or a Colab disconnect: run the same command again); a finished one is refused (exit
@@ -1022,7 +1022,7 @@ def train(resume: str | bool | None = None, if_unfinished: bool = False, **flags
     if last is None and not recipe_lr / 10 <= config.lr <= recipe_lr * 10 and Ranks.launched().main:
         far = f"{recipe_lr / config.lr:.0f}× below" if config.lr < recipe_lr else f"{config.lr / recipe_lr:.0f}× above"
         say(
-            f"note: --lr={config.lr:g} is {far} the {recipe_lr:g} this recipe was measured with; the batch-normed layers' "
+            f"note: --lr={config.lr:g} is {far} the {recipe_lr:g} this recipe was measured with; the CNN's batch-normed layers' "
             "starting weights and decay follow it, but expect a little less accuracy in the same epochs (README, Results)"
         )
     data = load_data(config.dataset, config.data_dir)
@@ -1466,7 +1466,7 @@ def _say_what_moved(last: Checkpoint, device: torch.device, ranks: Ranks) -> Non
     moves += [f"in {world} process(es) so far and goes on in {ranks.world}"] if world != ranks.world else []
     if moves:
         say(
-            f"note: this run trained {' and '.join(moves)}; its schedule follows the share of the run done, "
+            f"note: this run trained {' and '.join(moves)}; its schedule follows the fraction of the run done, "
             "and it will not repeat an uninterrupted run bit for bit"
         )
 
@@ -2444,7 +2444,7 @@ def prepare(
         source: folder holding the four official MNIST IDX files (default: download them into data/mnist)
         mode: per-image (each digit its own angle, npz layout, 5 × 5,000 / 10,000) or course (one angle per shard and one
             for the test chunk, the course's .pt layout, 6 × 5,000 / 5,000)
-        degrees: largest rotation, either way
+        degrees: largest turn, either way
         interpolation: nearest (the course's and torchvision's default) or bilinear
         train_shards: number of training shards (default: 5 per-image, 6 course)
         shard_size: images per training shard
@@ -2763,7 +2763,7 @@ def differing_settings(configs: list[dict]) -> list[str]:
 
 
 def flatten_settings(config: dict, prefix: str = "") -> dict:
-    """A saved config as name=value pairs, a nested recipe as recipe.name (a path as its last part)."""
+    """A saved config as name=value pairs, a nested one as augmentation.name (a path as its last part)."""
     flat = {}
     for name, value in config.items():
         if isinstance(value, dict):
@@ -2798,7 +2798,7 @@ def plot_comparison(runs: list[dict], labels: list[str], path: Path) -> None:
 def lr_find(start_lr: float = 1e-5, end_lr: float = 1.0, steps: int = 200, plot: str | None = None, **flags) -> None:
     """A learning-rate range test: from fresh weights the learning rate rises step by step until the loss blows up; plots it, suggests a --lr.
 
-    The data, network, augmentation and step are those `train` uses with the same flags.
+    The data, model, augmentation and step are those `train` uses with the same flags.
 
     Args:
         start_lr: the first step's learning rate
