@@ -102,7 +102,10 @@ def test_each_mistake_in_a_model_file_is_one_line_before_a_single_step_with_noth
 
 def test_a_changed_model_file_is_warned_about_and_weights_that_no_longer_fit_are_one_line(cli, tiny_data, tmp_path):
     shutil.copy(COURSE_MODEL, tmp_path / "model.py")
-    assert cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=1", "--model=model.py", *LEARN)[0] == 0
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=run", "--epochs=1", "--model=model.py", *LEARN)
+    assert code == 0 and "augmentation was tuned for the built-in CNN" not in err, err  # said only where it warps
+    code, _, err = cli("train", f"--data_dir={tiny_data}", "--out=warped", "--epochs=1", "--model=model.py", "--batch_size=32")
+    assert code == 0 and "augmentation was tuned for the built-in CNN" in err and "(--augment=False)" in err, err
     (tmp_path / "model.py").write_text(COURSE_MODEL.read_text() + "\n# a comment added since\n")
     code, out, err = cli("evaluate", "run/best.pt", f"--data_dir={tiny_data}", "--model=model.py")
     assert code == 0 and "warning: model.py has changed since the run was saved" in err and "Test accuracy:" in out, err
