@@ -3177,8 +3177,8 @@ def import_model(spec: str) -> UserModel:
         raise UsageError(
             f"--model={spec}: {path} is no Python file here; name your model as PATH.py:ClassName, e.g. --model=model.py:MyAwesomeModel"
         )
-    text = path.read_bytes()
-    module_name = f"_your_model_{hashlib.sha256(text).hexdigest()[:16]}"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    module_name = f"_your_model_{digest[:16]}"
     module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(module_name, path))
     sys.modules[module_name], sys.path[:0] = module, [str(path.resolve().parent)]
     try:
@@ -3195,7 +3195,7 @@ def import_model(spec: str) -> UserModel:
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         what = "missing" if cls is None else f"not an nn.Module class but {cls!r:.60}"
         raise UsageError(f"--model={spec}: {name} in {path} is {what}; {found}")
-    return UserModel(f"{path_text}:{cls.__name__}", cls, hashlib.sha256(text).hexdigest())
+    return UserModel(f"{path_text}:{cls.__name__}", cls, digest)
 
 
 def named_model(spec: str | None, checkpoint: Checkpoint | None = None) -> UserModel | None:
