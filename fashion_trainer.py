@@ -692,8 +692,11 @@ class TrainingState:
         """Training seconds of the epochs already done (a resumed run counts on from there)."""
         return self.history["epochs"][-1]["seconds"] if self.history["epochs"] else 0.0
 
-    def record(self, losses: list[float], lrs: list[float], val_acc: float, seconds: float, n_val: int) -> bool:
-        """Log a finished epoch; whether it is the best so far (a tie within one standard error goes to the later epoch)."""
+    def record(self, losses: Tensor, lrs: list[float], val_acc: float, seconds: float, n_val: int) -> bool:
+        """Log a finished epoch (its losses fetched: the epoch's one wait for the device); whether it is the best so far."""
+        losses = losses.tolist()
+        if not all(map(math.isfinite, losses)):
+            raise LossNotFinite(f"the training loss became NaN/infinite in epoch {self.epoch + 1}; try a smaller --lr")
         self.epoch += 1
         self.history["steps"] += [{"step": self.step + i, "loss": v, "lr": lr} for i, (v, lr) in enumerate(zip(losses, lrs), 1)]
         self.step += len(losses)
@@ -752,7 +755,7 @@ def train_epoch(
     ranks: Ranks,
     before_step: Callable[[int], float],
     turns=None,
-) -> tuple[list[float], list[float]]:
+) -> tuple[Tensor, list[float]]:
     """One pass over the data in global batches (each rank every world-th image), warped a block at a time, each step at
     the learning rate of the fraction done (`before_step(i)`; a --budget run stops at 1); its losses and learning rates."""
     state.net.train()
@@ -773,10 +776,7 @@ def train_epoch(
             n = state.step + len(losses) - 1
             update_ema(state.ema_pairs, min(config.ema, (1 + n) / (config.ema_warmup + n)))
         lrs.append(lr)
-    losses = (all_sum(torch.stack(losses).float(), ranks) / ranks.world).tolist()  # one device sync per epoch
-    if not all(map(math.isfinite, losses)):
-        raise LossNotFinite(f"the training loss became NaN/infinite in epoch {state.epoch + 1}; try a smaller --lr")
-    return losses, lrs
+    return all_sum(torch.stack(losses).float(), ranks) / ranks.world, lrs  # on the device: no step waits for the host
 
 
 def training_batches(state: TrainingState, config: TrainConfig, train: tuple, order: Tensor, spans: list, ranks: Ranks) -> list[tuple]:

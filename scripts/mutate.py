@@ -291,6 +291,12 @@ MUTATIONS = [
         "tests/test_your_model.py -k changed",
     ),
     (
+        "training: a NaN loss trained on",
+        "if not all(map(math.isfinite, losses)):",
+        "if False:",
+        "tests/test_training.py -k nan",
+    ),
+    (
         "budget: a resumed run forgets its seconds",
         "clock = TrainingClock(config, device, ranks, steps_per_epoch, started, state.seconds_so_far())",
         "clock = TrainingClock(config, device, ranks, steps_per_epoch, started, 0.0)",
