@@ -781,14 +781,14 @@ def train_epoch(
 
 def training_batches(state: TrainingState, config: TrainConfig, train: tuple, order: Tensor, spans: list, ranks: Ranks) -> list[tuple]:
     """This rank's share of each global batch order[start:end], warped by the dataset's augmentation in one go, on the device."""
-    (x_train, y_train, turns), first, last = train, spans[0][0], spans[-1][1]
-    places = torch.cat([torch.arange(start, end)[ranks.rank :: ranks.world] for start, end in spans]) - first
-    mine = order[first:last] if ranks.world == 1 else order[first:last][places.to(order.device)]
-    mine, gen = mine.to(x_train.device), state.generator
+    (x_train, y_train, turns), first, last, gen = train, spans[0][0], spans[-1][1], state.generator
+    places = slice(None)  # in the global block: all of it for one process, else this rank's share of each batch
+    if ranks.world > 1:
+        places = torch.cat([torch.arange(start, end)[ranks.rank :: ranks.world] for start, end in spans]).to(gen.device) - first
+    mine = order[first:last][places].to(x_train.device)  # order lives with the generator
     x = x_train[mine]
     if config.augmentation:  # random numbers for the whole global block: every rank's generator stays in step
-        rand = torch.rand(last - first, 10, generator=gen, device=gen.device) * 2 - 1  # all 10 an augmentation may use
-        rand = rand if ranks.world == 1 else rand[places.to(rand.device)]
+        rand = (torch.rand(last - first, 10, generator=gen, device=gen.device) * 2 - 1)[places]  # all 10 an augmentation may use
         x = augment_batch(x, rand.to(x_train.device), config.augmentation, None if turns is None else turns[mine])
     x = x.to(state.device, non_blocking=state.use.non_blocking).contiguous(memory_format=state.memory_format)
     y = y_train[mine].to(state.device, non_blocking=state.use.non_blocking)
@@ -1453,13 +1453,13 @@ class RunFolder:
 
 def restore_best(last: Checkpoint, run_dir: Path) -> None:
     """Rewrite best.pt from the last.pt continued where its epoch was the best and best.pt does not hold it."""
-    state = last.training_state
-    if state["best_epoch"] != state["epoch"]:
+    training = last.training_state
+    if training["best_epoch"] != training["epoch"]:
         return
     best = None
     with contextlib.suppress(UserError):
         best = Checkpoint.load(run_dir / "best.pt")
-    if best is None or best.metrics.get("epoch") != state["epoch"]:
+    if best is None or best.metrics.get("epoch") != training["epoch"]:
         dataclasses.replace(last, training_state=None).save(run_dir / "best.pt")
 
 

@@ -244,8 +244,8 @@ MUTATIONS = [
     ),
     (
         "torchrun: every process warps rank 0's share",
-        "places = torch.cat([torch.arange(start, end)[ranks.rank :: ranks.world] for start, end in spans]) - first",
-        "places = torch.cat([torch.arange(start, end)[:: ranks.world] for start, end in spans]) - first",
+        "places = torch.cat([torch.arange(start, end)[ranks.rank :: ranks.world] for start, end in spans]).to(gen.device) - first",
+        "places = torch.cat([torch.arange(start, end)[:: ranks.world] for start, end in spans]).to(gen.device) - first",
         "tests/test_distributed.py -k warps",
     ),
     (
@@ -371,7 +371,7 @@ MUTATIONS = [
     ),
     (
         "resume: best.pt not restored",
-        'if state["best_epoch"] != state["epoch"]:',
+        'if training["best_epoch"] != training["epoch"]:',
         "if True:",
         "tests/test_resume.py -k between_last_pt_and_best",
     ),
